@@ -60,7 +60,7 @@ func validatePath(p string, trailingSlash bool) error {
 	} else if strings.HasSuffix(body, "/") {
 		return pathError(`ends with "/"`)
 	}
-	if strings.Contains(body, "//") || strings.HasPrefix(body, "/") || body == "" {
+	if strings.Contains(body, "//") || strings.HasPrefix(body, "/") || strings.HasSuffix(body, "/") || body == "" {
 		return pathError("empty segment")
 	}
 	for _, r := range p {
@@ -94,14 +94,16 @@ func PrefixEnd(prefix string) string {
 }
 
 // Pattern is a parsed watch pattern. A pattern without "*" segments is a
-// prefix: "/workloads/" matches every key under /workloads, and "/a/b" matches
-// /a/b and every key under it. In a glob, "*" matches exactly one segment and
+// prefix, with the same meaning as a List prefix: "/workloads/" matches every
+// key under /workloads, and "/a/b" matches /a/b and every key under it, never
+// /a/bc. In a glob, "*" matches exactly one segment and
 // "**" any number of segments, including none: "/workloads/*" matches
 // /workloads/x but not /workloads/x/y; "/peers/*/reputation" matches
 // /peers/ID/reputation.
 type Pattern struct {
 	raw    string
 	prefix string   // for a plain prefix pattern
+	under  bool     // the prefix ended in "/": the key itself does not match
 	segs   []string // for a glob; nil for a prefix
 }
 
@@ -131,6 +133,7 @@ func ParsePattern(pattern string) (Pattern, error) {
 		return p, nil
 	}
 	p.prefix = "/" + trimmed
+	p.under = strings.HasSuffix(pattern, "/")
 	return p, nil
 }
 
@@ -158,8 +161,11 @@ func (p Pattern) Prefix() string {
 // Match reports whether key matches the pattern.
 func (p Pattern) Match(key string) bool {
 	if p.segs == nil {
-		if p.prefix == "" || key == p.prefix {
+		if p.prefix == "" {
 			return true
+		}
+		if key == p.prefix {
+			return !p.under
 		}
 		return strings.HasPrefix(key, p.prefix) && key[len(p.prefix)] == '/'
 	}

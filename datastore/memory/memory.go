@@ -93,7 +93,9 @@ func (s *Store) Get(ctx context.Context, key string) (datastore.Entry, error) {
 	if !ok || !r.Live() {
 		return datastore.Entry{}, fmt.Errorf("memory: get %q: %w", key, datastore.ErrKeyNotFound)
 	}
-	return r.Entry(), nil
+	e := r.Entry()
+	e.Value = append([]byte{}, e.Value...)
+	return e, nil
 }
 
 // List implements datastore.Store.
@@ -113,7 +115,13 @@ func (s *Store) List(ctx context.Context, prefix string, opts datastore.ListOpti
 	rng := b.Range()
 	start, _ := rng.Start(opts.After)
 	s.tree.AscendRange(engine.Record{Key: start}, engine.Record{Key: rng.Hi}, b.Add)
-	return b.Page(), nil
+	p := b.Page()
+	for i := range p.Entries {
+		if p.Entries[i].Value != nil {
+			p.Entries[i].Value = append([]byte{}, p.Entries[i].Value...)
+		}
+	}
+	return p, nil
 }
 
 // Watch implements datastore.Store.

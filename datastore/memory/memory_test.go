@@ -1,0 +1,21 @@
+package memory_test
+
+import (
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/univrs/peerstate/datastore"
+	"github.com/univrs/peerstate/datastore/memory"
+	"github.com/univrs/peerstate/datastore/storetest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) datastore.Store {
+		s := memory.New()
+		t.Cleanup(func() { s.Close() })
+		return s
+	})
+}
