@@ -11,7 +11,7 @@ import (
 	"github.com/google/btree"
 
 	"github.com/univrs/peerstate/datastore"
-	"github.com/univrs/peerstate/datastore/internal/engine"
+	"github.com/univrs/peerstate/internal/engine"
 	"github.com/univrs/peerstate/datastore/internal/hub"
 )
 
