@@ -1,0 +1,211 @@
+package replica
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/univrs/peerstate/datastore"
+)
+
+// ErrInvalidChange reports a remote change that breaks the replication
+// rules: a bad key, an oversized value, inconsistent fields.
+var ErrInvalidChange = errors.New("replica: invalid change")
+
+// HLC is a hybrid logical clock timestamp: Unix milliseconds in the high 48
+// bits, a logical counter in the low 16.
+type HLC uint64
+
+const hlcLogicalBits = 16
+
+// Time returns the timestamp's physical part.
+func (h HLC) Time() time.Time { return time.UnixMilli(int64(h >> hlcLogicalBits)) }
+
+func (h HLC) String() string {
+	return fmt.Sprintf("%d.%d", uint64(h>>hlcLogicalBits), uint64(h)&(1<<hlcLogicalBits-1))
+}
+
+// hlcClock issues strictly increasing timestamps that never fall behind the
+// wall clock nor behind any timestamp observed from a peer.
+type hlcClock struct {
+	now     func() time.Time
+	maxSkew time.Duration
+
+	mu   sync.Mutex
+	last HLC
+}
+
+func physical(t time.Time) HLC { return HLC(uint64(t.UnixMilli()) << hlcLogicalBits) }
+
+// Next returns a timestamp for a local write.
+func (c *hlcClock) Next() HLC {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if pt := physical(c.now()); pt > c.last {
+		c.last = pt
+	} else {
+		c.last++
+	}
+	return c.last
+}
+
+// Observe moves the clock past a timestamp seen from a peer, unless that
+// timestamp is further ahead of our wall clock than the allowed skew: a peer
+// with a runaway clock must not drag everyone's clock along.
+func (c *hlcClock) Observe(h HLC) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if h > c.last && h <= physical(c.now().Add(c.maxSkew)) {
+		c.last = h
+	}
+}
+
+// Change is one replicated write of one key: the key's full state after the
+// write. A delete is a change with Deleted set and no value (a tombstone).
+type Change struct {
+	Key       string
+	Value     []byte // nil for a delete
+	Deleted   bool
+	Version   uint64 // the replicated per-key version
+	HLC       HLC
+	Origin    string // the writer's peer ID
+	Seq       uint64 // the writer's sequence number: 1, 2, 3, … without gaps
+	CreatedAt int64  // Unix nanoseconds
+	UpdatedAt int64  // Unix nanoseconds
+}
+
+// Less reports whether c comes before d in the deterministic per-key order:
+// higher version wins; equal versions are ordered by HLC timestamp, then by
+// origin peer ID.
+func (c Change) Less(d Change) bool {
+	if c.Version != d.Version {
+		return c.Version < d.Version
+	}
+	if c.HLC != d.HLC {
+		return c.HLC < d.HLC
+	}
+	return c.Origin < d.Origin
+}
+
+// Validate checks a change received from a peer. maxValue caps the value
+// size (0: no cap).
+func (c Change) Validate(maxValue int) error {
+	if err := datastore.ValidateKey(c.Key); err != nil {
+		return err
+	}
+	if isReserved(c.Key) {
+		return fmt.Errorf("%w: %q is reserved", datastore.ErrInvalidKey, c.Key)
+	}
+	if maxValue > 0 && len(c.Value) > maxValue {
+		return fmt.Errorf("%q: %d bytes > %d: %w", c.Key, len(c.Value), maxValue, datastore.ErrValueTooLarge)
+	}
+	if err := ValidateOrigin(c.Origin); err != nil {
+		return err
+	}
+	switch {
+	case c.Version == 0:
+		return fmt.Errorf("%w: %q: version 0", ErrInvalidChange, c.Key)
+	case c.Seq == 0:
+		return fmt.Errorf("%w: %q: sequence 0", ErrInvalidChange, c.Key)
+	case c.Deleted && c.Value != nil:
+		return fmt.Errorf("%w: %q: a delete carries a value", ErrInvalidChange, c.Key)
+	case c.UpdatedAt < c.CreatedAt:
+		return fmt.Errorf("%w: %q: updated before created", ErrInvalidChange, c.Key)
+	}
+	return nil
+}
+
+// ValidateOrigin checks a peer ID used as an origin: it must be usable as
+// one key segment.
+func ValidateOrigin(origin string) error {
+	if origin == "" || len(origin) > 128 || strings.ContainsAny(origin, "/*") {
+		return fmt.Errorf("%w: bad origin %q", ErrInvalidChange, origin)
+	}
+	if err := datastore.ValidateKey("/" + origin); err != nil {
+		return fmt.Errorf("%w: bad origin %q", ErrInvalidChange, origin)
+	}
+	return nil
+}
+
+// Vector maps an origin to its watermark: the highest sequence number up to
+// which this peer has incorporated every one of the origin's changes.
+type Vector map[string]uint64
+
+// Clone returns a copy.
+func (v Vector) Clone() Vector {
+	c := make(Vector, len(v))
+	for k, s := range v {
+		c[k] = s
+	}
+	return c
+}
+
+// seqSet tracks one origin's received sequence numbers: every seq up to
+// contig, plus the ones received above it.
+type seqSet struct {
+	contig uint64
+	above  map[uint64]struct{}
+}
+
+// add records seq and reports whether contig moved.
+func (s *seqSet) add(seq uint64) bool {
+	if seq <= s.contig {
+		return false
+	}
+	if seq != s.contig+1 {
+		if s.above == nil {
+			s.above = map[uint64]struct{}{}
+		}
+		s.above[seq] = struct{}{}
+		return false
+	}
+	s.contig = seq
+	s.absorb()
+	return true
+}
+
+// raise moves contig up to at least seq.
+func (s *seqSet) raise(seq uint64) bool {
+	if seq <= s.contig {
+		return false
+	}
+	s.contig = seq
+	for k := range s.above {
+		if k <= seq {
+			delete(s.above, k)
+		}
+	}
+	s.absorb()
+	return true
+}
+
+func (s *seqSet) absorb() {
+	for {
+		if _, ok := s.above[s.contig+1]; !ok {
+			return
+		}
+		delete(s.above, s.contig+1)
+		s.contig++
+	}
+}
+
+func (s *seqSet) has(seq uint64) bool {
+	if seq <= s.contig {
+		return true
+	}
+	_, ok := s.above[seq]
+	return ok
+}
+
+func (s *seqSet) clone() *seqSet {
+	c := &seqSet{contig: s.contig}
+	if len(s.above) > 0 {
+		c.above = make(map[uint64]struct{}, len(s.above))
+		for k := range s.above {
+			c.above[k] = struct{}{}
+		}
+	}
+	return c
+}
