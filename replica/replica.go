@@ -100,9 +100,12 @@ type Replica struct {
 
 	// mu serializes writes to the local store, local and remote alike, so
 	// sequence numbers are committed in order and watermarks never race.
-	mu    sync.Mutex
-	seqs  map[string]*seqSet // per origin; seqs[cfg.ID].contig is our last sequence number
-	close sync.Once
+	mu        sync.Mutex
+	seqs      map[string]*seqSet // per origin; seqs[cfg.ID].contig is our last sequence number
+	peers     map[string]Vector  // other peers' vectors, from catch-up exchanges
+	collected Vector             // per origin: tombstones up to here may be gone
+	floor     uint64             // versions of collected keys are at most this
+	close     sync.Once
 }
 
 // New wraps local, loading the replication state it keeps. The replica owns
@@ -164,6 +167,25 @@ func (r *Replica) load(ctx context.Context) error {
 	})
 	if err != nil {
 		return err
+	}
+	r.collected = Vector{}
+	err = r.scan(ctx, horizonRoot, func(e datastore.Entry) error {
+		n, err := strconv.ParseUint(string(e.Value), 10, 64)
+		if err != nil {
+			return fmt.Errorf("replica: corrupt horizon %q: %w", e.Key, err)
+		}
+		r.collected[strings.TrimPrefix(e.Key, horizonRoot)] = n
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if e, err := r.local.Get(ctx, floorKey); err == nil {
+		if r.floor, err = strconv.ParseUint(string(e.Value), 10, 64); err != nil {
+			return fmt.Errorf("replica: corrupt version floor: %w", err)
+		}
+	} else if !errors.Is(err, datastore.ErrKeyNotFound) {
+		return fmt.Errorf("replica: read version floor: %w", err)
 	}
 	// Our clock must not fall behind our own last write.
 	return r.scan(ctx, indexRoot+r.cfg.ID+"/", func(e datastore.Entry) error {

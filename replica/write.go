@@ -54,6 +54,9 @@ func (r *Replica) commitOnce(ctx context.Context, req engine.Request) (datastore
 		}
 		prev[key] = localState{change: c, version: e.Version, found: found}
 		if !found {
+			if r.floor > 0 { // the key may have been collected: continue past it
+				return engine.Record{Key: key, Version: r.floor, Deleted: true}, true, nil
+			}
 			return engine.Record{}, false, nil
 		}
 		return c.record(), true, nil

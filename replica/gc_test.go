@@ -1,0 +1,103 @@
+package replica_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/univrs/peerstate/datastore"
+	"github.com/univrs/peerstate/replica"
+)
+
+// syncFrom runs a catch-up exchange the way the gossip protocol does: a
+// delta, or a full snapshot followed by Reconcile when `to` is behind the
+// sender's tombstone horizon. Both sides record each other's vectors.
+func syncFrom(t *testing.T, from, to *replica.Replica) {
+	t.Helper()
+	ctx := context.Background()
+	have, _ := to.Watermarks(ctx)
+	from.ObservePeer(to.ID(), have)
+	snapshot := from.BehindHorizon(have)
+	if snapshot {
+		have = replica.Vector{}
+	}
+	received := map[string]bool{}
+	cover, err := from.ChangesSince(ctx, have, to.Prefixes(), 64, func(cs []replica.Change) error {
+		for _, c := range cs {
+			received[c.Key] = true
+		}
+		_, err := to.Apply(ctx, from.ID(), cs)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snapshot {
+		if _, err := to.Reconcile(ctx, cover, from.Prefixes(), received); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := to.Advance(ctx, cover, from.Prefixes()); err != nil {
+		t.Fatal(err)
+	}
+	to.ObservePeer(from.ID(), cover)
+}
+
+func TestReplica_TombstoneCollection(t *testing.T) {
+	net := newNet(t, 3, 1, 1, 0) // no pushes: everything moves by catch-up
+	ctx := context.Background()
+	a, b, c := net.replicas[0], net.replicas[1], net.replicas[2]
+	for i := range 10 {
+		if _, err := a.Set(ctx, fmt.Sprintf("/k/%d", i), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	syncFrom(t, a, b)
+	syncFrom(t, a, c)
+	// c goes away holding every value; a deletes half of the keys.
+	for i := range 5 {
+		if err := a.Delete(ctx, fmt.Sprintf("/k/%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	syncFrom(t, a, b)
+	syncFrom(t, b, a)
+	// Membership without c: the horizon is what a and b have both passed.
+	if n, err := a.CollectTombstones(ctx, []string{b.ID()}); err != nil || n != 5 {
+		t.Fatalf("a collected %d tombstones, %v; want 5", n, err)
+	}
+	if n, err := b.CollectTombstones(ctx, []string{a.ID()}); err != nil || n != 5 {
+		t.Fatalf("b collected %d tombstones, %v; want 5", n, err)
+	}
+	if _, found, _ := a.Current(ctx, "/k/0"); found {
+		t.Fatal("tombstone still stored after collection")
+	}
+	// A horizon over a peer never observed collects nothing.
+	if n, err := a.CollectTombstones(ctx, []string{"stranger"}); err != nil || n != 0 {
+		t.Fatalf("collected %d with an unknown peer in the membership, %v", n, err)
+	}
+	// c comes back from beyond the horizon: its stale values must not
+	// resurrect the deleted keys anywhere, and it drops them itself.
+	syncFrom(t, c, a)
+	syncFrom(t, c, b)
+	if _, err := a.Get(ctx, "/k/0"); !errors.Is(err, datastore.ErrKeyNotFound) {
+		t.Fatalf("deleted key came back on a: %v", err)
+	}
+	syncFrom(t, a, c)
+	assertConverged(t, net.replicas)
+	if _, n := stateHash(t, c); n != 5 {
+		t.Fatalf("c holds %d keys after the snapshot, want 5", n)
+	}
+	// Writes after all that still flow both ways.
+	// Versions still never repeat for the collected key (deleted at 2).
+	if v, err := c.Set(ctx, "/k/0", []byte("new")); err != nil || v <= 2 {
+		t.Fatalf("re-created collected key at version %d, %v; want above 2", v, err)
+	}
+	syncFrom(t, c, a)
+	syncFrom(t, c, b)
+	assertConverged(t, net.replicas)
+	if e, err := b.Get(ctx, "/k/0"); err != nil || string(e.Value) != "new" {
+		t.Fatalf("re-created key on b: %q, %v", e.Value, err)
+	}
+}
