@@ -148,6 +148,9 @@ func (p Pattern) Prefix() string {
 	}
 	var b strings.Builder
 	for _, s := range p.segs {
+		if s == "**" && b.Len() > 0 {
+			return b.String() // "/a/**" matches /a itself
+		}
 		if s == "*" || s == "**" {
 			b.WriteByte('/')
 			return b.String()

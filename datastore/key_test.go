@@ -101,6 +101,7 @@ func TestPattern_Prefix(t *testing.T) {
 		"":                    "",
 		"/a/b":                "/a/b",
 		"/a/*":                "/a/",
+		"/a/**":               "/a",
 		"/peers/*/reputation": "/peers/",
 		"/**/x":               "/",
 	} {
