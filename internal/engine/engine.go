@@ -175,12 +175,8 @@ func checkError(kind Kind, i int, op datastore.Op, actual uint64) error {
 	}
 }
 
-func clone(b []byte) []byte {
-	if b == nil {
-		return []byte{}
-	}
-	return append([]byte(nil), b...)
-}
+// clone copies a value; an empty or nil value becomes an empty, non-nil one.
+func clone(b []byte) []byte { return append([]byte{}, b...) }
 
 // Committer commits one request atomically and durably, returning its
 // result. Backends implement it; Writes builds the Store write methods on it.
