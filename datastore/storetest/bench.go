@@ -1,0 +1,129 @@
+package storetest
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sync/atomic"
+	"testing"
+
+	"github.com/univrs/peerstate/datastore"
+)
+
+// The standard workloads, the same for every backend so their figures
+// compare: Get and a 100-entry List page over BenchKeys keys, and Set of
+// BenchValueSize-byte values by one writer and by 64 concurrent writers.
+// Each reports ops/s besides ns/op.
+const (
+	BenchKeys      = 10_000
+	BenchValueSize = 100
+)
+
+// BenchKey returns the i-th benchmark key.
+func BenchKey(i int) string { return fmt.Sprintf("/bench/%06d", i%BenchKeys) }
+
+// BenchValue returns a benchmark value.
+func BenchValue() []byte { return make([]byte, BenchValueSize) }
+
+// Bench runs every workload as a sub-benchmark, each on a fresh store.
+func Bench(b *testing.B, newStore func(b *testing.B) datastore.Store) {
+	for _, w := range Workloads() {
+		b.Run(w.Name, func(b *testing.B) { w.Run(b, newStore(b)) })
+	}
+}
+
+// Workload is one standard benchmark.
+type Workload struct {
+	Name string
+	Run  func(b *testing.B, s datastore.Store)
+}
+
+// Workloads returns the standard workloads in order.
+func Workloads() []Workload {
+	return []Workload{
+		{"Get", BenchGet},
+		{"ListPage", BenchListPage},
+		{"Set", BenchSet},
+		{"SetParallel64", func(b *testing.B, s datastore.Store) { BenchSetParallel(b, s, 64) }},
+	}
+}
+
+// BenchPopulate writes every benchmark key, 100 per transaction.
+func BenchPopulate(b *testing.B, s datastore.Store) {
+	b.Helper()
+	for i := 0; i < BenchKeys; i += 100 {
+		ops := make([]datastore.Op, 0, 100)
+		for j := i; j < min(i+100, BenchKeys); j++ {
+			ops = append(ops, datastore.OpSet(BenchKey(j), BenchValue()))
+		}
+		if _, err := s.Txn(context.Background(), ops...); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// ReportOps reports n operations' throughput as ops/s.
+func ReportOps(b *testing.B, n int) {
+	if s := b.Elapsed().Seconds(); s > 0 {
+		b.ReportMetric(float64(n)/s, "ops/s")
+	}
+}
+
+// BenchGet measures Get of existing keys, spread over the key space.
+func BenchGet(b *testing.B, s datastore.Store) {
+	ctx := context.Background()
+	BenchPopulate(b, s)
+	b.ResetTimer()
+	i := 0
+	for range b.N {
+		if _, err := s.Get(ctx, BenchKey(i)); err != nil {
+			b.Fatal(err)
+		}
+		i += 7919 // a prime: hop around the key space
+	}
+	ReportOps(b, b.N)
+}
+
+// BenchListPage measures reading a 100-entry List page.
+func BenchListPage(b *testing.B, s datastore.Store) {
+	ctx := context.Background()
+	BenchPopulate(b, s)
+	b.ResetTimer()
+	i := 0
+	for range b.N {
+		p, err := s.List(ctx, "/bench/", datastore.ListOptions{Limit: 100, After: BenchKey(i % (BenchKeys - 100))})
+		if err != nil || len(p.Entries) != 100 {
+			b.Fatalf("List = %d entries, %v", len(p.Entries), err)
+		}
+		i += 7919
+	}
+	ReportOps(b, b.N)
+}
+
+// BenchSet measures one writer's durable Set.
+func BenchSet(b *testing.B, s datastore.Store) {
+	ctx := context.Background()
+	for i := range b.N {
+		if _, err := s.Set(ctx, BenchKey(i), BenchValue()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	ReportOps(b, b.N)
+}
+
+// BenchSetParallel measures Set by `writers` concurrent writers.
+func BenchSetParallel(b *testing.B, s datastore.Store, writers int) {
+	ctx := context.Background()
+	procs := runtime.GOMAXPROCS(0)
+	b.SetParallelism((writers + procs - 1) / procs)
+	var next atomic.Int64
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := s.Set(ctx, BenchKey(int(next.Add(1))), BenchValue()); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	ReportOps(b, b.N)
+}
