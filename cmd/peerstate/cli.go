@@ -1,0 +1,343 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"runtime/debug"
+	"strconv"
+	"strings"
+
+	"github.com/univrs/peerstate/api"
+	"github.com/univrs/peerstate/datastore"
+)
+
+// Exit statuses.
+const (
+	exitOK       = 0
+	exitError    = 1
+	exitUsage    = 2
+	exitNotFound = 3 // the key is absent
+	exitConflict = 4 // version conflict, key exists, failed transaction check
+)
+
+// Main is the program: its streams and environment, and the command chosen
+// by ParseFlags. Tests drive it in-process.
+type Main struct {
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+	Getenv func(string) string
+	// OnReady, if set, is called by "run" once the API listens, with the
+	// address it is bound to.
+	OnReady func(apiAddr string)
+
+	fs   *flag.FlagSet // the chosen command's, once parsed
+	exec runner
+}
+
+// runner runs a parsed command with its positional arguments.
+type runner func(ctx context.Context, args []string) error
+
+// command is one subcommand: setup defines its flags on fs and returns what
+// runs it.
+type command struct {
+	name    string
+	args    string // the positional arguments, for the usage line
+	summary string
+	details string // more for "help COMMAND"
+	minArgs int
+	maxArgs int // -1: any number
+	setup   func(m *Main, fs *flag.FlagSet) runner
+}
+
+// commands lists the subcommands in the order help shows them.
+func commands() []*command {
+	return []*command{
+		runCommand(),
+		putCommand(), getCommand(), delCommand(), casCommand(), lsCommand(),
+		watchCommand(), txnCommand(),
+		statusCommand(), peersCommand(), connectCommand(),
+		versionCommand(), helpCommand(),
+	}
+}
+
+func findCommand(name string) *command {
+	for _, c := range commands() {
+		if c.name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// NewMain returns a Main on the process's standard streams and environment.
+func NewMain() *Main {
+	return &Main{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv}
+}
+
+// usageError is a mistake in the command line: exit status 2.
+type usageError struct {
+	cmd *command // nil: the command itself is unknown or missing
+	msg string
+}
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(cmd *command, format string, args ...any) error {
+	return &usageError{cmd: cmd, msg: fmt.Sprintf(format, args...)}
+}
+
+// errHelpShown: help was asked for and printed; exit 0, run nothing.
+var errHelpShown = errors.New("help shown")
+
+// ParseFlags picks the command named by args[0] and parses its flags and
+// arguments. A mistake is a usage error (Exit gives 2).
+func (m *Main) ParseFlags(args []string) error {
+	m.fs, m.exec = nil, nil
+	if len(args) == 0 {
+		return usagef(nil, "no command given")
+	}
+	name := args[0]
+	switch name {
+	case "-h", "-help", "--help":
+		name = "help"
+	}
+	cmd := findCommand(name)
+	if cmd == nil {
+		return usagef(nil, "unknown command %q", name)
+	}
+	fs := flag.NewFlagSet("peerstate "+cmd.name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	exec := cmd.setup(m, fs)
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			m.printCommandHelp(m.Stdout, cmd, fs)
+			return errHelpShown
+		}
+		return usagef(cmd, "%v", err)
+	}
+	n := fs.NArg()
+	if n < cmd.minArgs || (cmd.maxArgs >= 0 && n > cmd.maxArgs) {
+		return usagef(cmd, "%s", argCountMessage(cmd, fs.Args()))
+	}
+	m.fs, m.exec = fs, exec
+	return nil
+}
+
+func argCountMessage(cmd *command, args []string) string {
+	if len(args) > cmd.maxArgs && cmd.maxArgs >= 0 {
+		extra := args[cmd.maxArgs]
+		if strings.HasPrefix(extra, "-") {
+			return fmt.Sprintf("unexpected argument %q: flags come before arguments", extra)
+		}
+		return fmt.Sprintf("unexpected argument %q", extra)
+	}
+	if cmd.args == "" {
+		return "takes no arguments"
+	}
+	return fmt.Sprintf("want %s, got %d argument%s", cmd.args, len(args), plural(len(args)))
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+// Parsed reports whether ParseFlags chose a command for Run.
+func (m *Main) Parsed() bool { return m.exec != nil }
+
+// Run runs the command ParseFlags chose.
+func (m *Main) Run(ctx context.Context) error {
+	if m.exec == nil {
+		return usagef(nil, "no command parsed")
+	}
+	return m.exec(ctx, m.fs.Args())
+}
+
+// Execute parses args, runs the command and returns its exit status, having
+// reported any error on stderr.
+func (m *Main) Execute(ctx context.Context, args []string) int {
+	if code := m.Exit(m.ParseFlags(args)); code != exitOK || !m.Parsed() {
+		return code
+	}
+	return m.Exit(m.Run(ctx))
+}
+
+// Exit reports err, if any, on stderr (one line; usage errors add the
+// usage line) and returns the exit status it means.
+func (m *Main) Exit(err error) int {
+	if err == nil || errors.Is(err, errHelpShown) {
+		return exitOK
+	}
+	var ue *usageError
+	if errors.As(err, &ue) {
+		if ue.cmd == nil {
+			fmt.Fprintf(m.Stderr, "peerstate: %s\nrun \"peerstate help\" for the commands\n", ue.msg)
+		} else {
+			fmt.Fprintf(m.Stderr, "peerstate %s: %s\nusage: %s\n", ue.cmd.name, ue.msg, usageLine(ue.cmd))
+		}
+		return exitUsage
+	}
+	fmt.Fprintf(m.Stderr, "peerstate: %s\n", oneLine(err.Error()))
+	return exitCode(err)
+}
+
+// exitCode maps an error to its exit status.
+func exitCode(err error) int {
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, datastore.ErrKeyNotFound):
+		return exitNotFound
+	case errors.Is(err, datastore.ErrVersionConflict), errors.Is(err, datastore.ErrAlreadyExists),
+		errors.Is(err, datastore.ErrTxnFailed):
+		return exitConflict
+	}
+	return exitError
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+func usageLine(cmd *command) string {
+	line := "peerstate " + cmd.name + " [flags]"
+	if cmd.args != "" {
+		line += " " + cmd.args
+	}
+	return line
+}
+
+// cmdError is a failed command with a message made for people: what was
+// being done, and what went wrong. It unwraps to the cause, so the exit
+// status follows it.
+type cmdError struct {
+	what string // "get /a"
+	err  error
+}
+
+func (e *cmdError) Error() string { return e.what + ": " + describe(e.err) }
+func (e *cmdError) Unwrap() error { return e.err }
+
+func failed(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &cmdError{what: what, err: err}
+}
+
+// describe says briefly what went wrong in a call to the daemon.
+func describe(err error) string {
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		switch ae.Code {
+		case api.CodeKeyNotFound:
+			return "key not found"
+		case api.CodeUnauthorized:
+			return "unauthorized: missing or wrong token (set --token or PEERSTATE_TOKEN)"
+		}
+		return ae.Message
+	}
+	if errors.Is(err, datastore.ErrConnection) {
+		var op *net.OpError
+		if errors.As(err, &op) {
+			return fmt.Sprintf("cannot reach the daemon (is \"peerstate run\" running?): %v", op)
+		}
+	}
+	return err.Error()
+}
+
+// clientFlags are the flags every client command takes.
+type clientFlags struct {
+	m     *Main
+	api   string
+	token string
+}
+
+func (c *clientFlags) register(m *Main, fs *flag.FlagSet) {
+	c.m = m
+	fs.StringVar(&c.api, "api", "", "the daemon's API, HOST:PORT or URL (default $PEERSTATE_API or "+api.DefaultAddr+")")
+	fs.StringVar(&c.token, "token", "", "bearer token for the API (default $PEERSTATE_TOKEN)")
+}
+
+// client opens a client of the daemon; the caller closes it.
+func (c *clientFlags) client() (*api.Client, error) {
+	addr := firstNonEmpty(c.api, c.m.Getenv("PEERSTATE_API"), api.DefaultAddr)
+	token := firstNonEmpty(c.token, c.m.Getenv("PEERSTATE_TOKEN"))
+	cl, err := api.New(addr, token)
+	if err != nil {
+		return nil, usagef(nil, "--api %q: want HOST:PORT or an http(s) URL", addr)
+	}
+	return cl, nil
+}
+
+func firstNonEmpty(vals ...string) string {
+	for _, v := range vals {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// optionalUint is a flag that may be unset.
+type optionalUint struct {
+	v   uint64
+	set bool
+}
+
+func (o *optionalUint) String() string {
+	if o == nil || !o.set {
+		return ""
+	}
+	return strconv.FormatUint(o.v, 10)
+}
+
+func (o *optionalUint) Set(s string) error {
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return errors.New("want a non-negative integer")
+	}
+	o.v, o.set = v, true
+	return nil
+}
+
+func (o *optionalUint) ptr() *uint64 {
+	if !o.set {
+		return nil
+	}
+	return &o.v
+}
+
+// stringList is a repeatable flag.
+type stringList []string
+
+func (l *stringList) String() string { return strings.Join(*l, ",") }
+func (l *stringList) Set(s string) error {
+	*l = append(*l, s)
+	return nil
+}
+
+// version is the program's version, from its build information.
+func version() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "(unknown)"
+	}
+	v := info.Main.Version
+	if v == "" {
+		v = "(devel)"
+	}
+	for _, s := range info.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 && v == "(devel)" {
+			v += " " + s.Value[:12]
+		}
+	}
+	return v
+}

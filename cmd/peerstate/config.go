@@ -1,0 +1,168 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/univrs/peerstate/api"
+)
+
+// Backends "run" can keep its state in.
+var backends = []string{"sqlite", "badger", "memory", "etcd"}
+
+// runConfig is the daemon's configuration: defaults, then a config file
+// (--config or $PEERSTATE_CONFIG, JSON or TOML by extension), then
+// $PEERSTATE_* variables, then flags; the later wins.
+type runConfig struct {
+	Data          string   `json:"data" toml:"data"`
+	Listen        []string `json:"listen" toml:"listen"`
+	Bootstrap     []string `json:"bootstrap" toml:"bootstrap"`
+	API           string   `json:"api" toml:"api"`
+	Backend       string   `json:"backend" toml:"backend"`
+	Token         string   `json:"token" toml:"token"`
+	EtcdEndpoints []string `json:"etcd_endpoints" toml:"etcd_endpoints"`
+	MDNS          bool     `json:"mdns" toml:"mdns"`
+	LogLevel      string   `json:"log_level" toml:"log_level"`
+}
+
+func defaultRunConfig() runConfig {
+	return runConfig{
+		Data:     "peerstate-data",
+		API:      api.DefaultAddr,
+		Backend:  "sqlite",
+		MDNS:     true,
+		LogLevel: "info",
+	}
+}
+
+// loadConfigFile decodes path over cfg: a .toml file as TOML, anything else
+// as JSON. Unknown keys are errors.
+func loadConfigFile(path string, cfg *runConfig) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	if strings.EqualFold(filepath.Ext(path), ".toml") {
+		md, err := toml.Decode(string(data), cfg)
+		if err != nil {
+			return fmt.Errorf("config %s: %w", path, err)
+		}
+		if extra := md.Undecoded(); len(extra) > 0 {
+			return fmt.Errorf("config %s: unknown key %q", path, extra[0].String())
+		}
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(cfg); err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	return nil
+}
+
+// applyEnv overlays the $PEERSTATE_* variables that are set. Lists are
+// comma-separated.
+func applyEnv(getenv func(string) string, cfg *runConfig) error {
+	str := func(name string, dst *string) {
+		if v := getenv(name); v != "" {
+			*dst = v
+		}
+	}
+	list := func(name string, dst *[]string) {
+		if v := getenv(name); v != "" {
+			*dst = splitList(v)
+		}
+	}
+	str("PEERSTATE_DATA", &cfg.Data)
+	list("PEERSTATE_LISTEN", &cfg.Listen)
+	list("PEERSTATE_BOOTSTRAP", &cfg.Bootstrap)
+	str("PEERSTATE_API", &cfg.API)
+	str("PEERSTATE_BACKEND", &cfg.Backend)
+	str("PEERSTATE_TOKEN", &cfg.Token)
+	list("PEERSTATE_ETCD_ENDPOINTS", &cfg.EtcdEndpoints)
+	str("PEERSTATE_LOG_LEVEL", &cfg.LogLevel)
+	if v := getenv("PEERSTATE_MDNS"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("PEERSTATE_MDNS=%q: want true or false", v)
+		}
+		cfg.MDNS = b
+	}
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			out = append(out, part)
+		}
+	}
+	return out
+}
+
+// validate checks every setting and reports all problems at once.
+func (c runConfig) validate() error {
+	var errs []error
+	if !slices.Contains(backends, c.Backend) {
+		errs = append(errs, fmt.Errorf("backend %q: want %s", c.Backend, strings.Join(backends, ", ")))
+	}
+	if c.Backend != "memory" && c.Backend != "etcd" && c.Data == "" {
+		errs = append(errs, errors.New("no data directory"))
+	}
+	if c.Backend == "etcd" && len(c.EtcdEndpoints) == 0 {
+		errs = append(errs, errors.New("backend etcd needs --etcd-endpoints"))
+	}
+	for _, a := range c.Listen {
+		if _, err := ma.NewMultiaddr(a); err != nil {
+			errs = append(errs, fmt.Errorf("listen address %q: %v", a, err))
+		}
+	}
+	for _, a := range c.Bootstrap {
+		m, err := ma.NewMultiaddr(a)
+		if err == nil {
+			_, err = m.ValueForProtocol(ma.P_P2P)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("bootstrap address %q: want a multiaddr ending in /p2p/PEER_ID", a))
+		}
+	}
+	if host, _, err := net.SplitHostPort(c.API); err != nil {
+		errs = append(errs, fmt.Errorf("api address %q: want HOST:PORT", c.API))
+	} else if c.Token == "" && !loopbackHost(host) {
+		errs = append(errs, fmt.Errorf("api address %q is not loopback: a --token is required", c.API))
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// loopbackHost reports whether host names this machine only.
+func loopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("log level %q: want debug, info, warn or error", s)
+	}
+	return l, nil
+}

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/univrs/peerstate/api"
+)
+
+func putCommand() *command {
+	return &command{
+		name:    "put",
+		args:    "KEY VALUE",
+		summary: `set KEY to VALUE ("-": stdin) and print the new version`,
+		minArgs: 2, maxArgs: 2,
+		setup: func(m *Main, fs *flag.FlagSet) runner {
+			var cf clientFlags
+			cf.register(m, fs)
+			create := fs.Bool("create", false, "only if KEY is absent (exit status 4 if it exists)")
+			return func(ctx context.Context, args []string) error {
+				key := args[0]
+				value, err := m.readValue(args[1])
+				if err != nil {
+					return err
+				}
+				c, err := cf.client()
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				res, err := c.Put(ctx, key, value, api.PutOptions{Create: *create})
+				if err != nil {
+					return failed("put "+key, err)
+				}
+				_, err = fmt.Fprintln(m.Stdout, res.Version)
+				return err
+			}
+		},
+	}
+}
+
+// readValue returns arg's bytes, or stdin's when arg is "-".
+func (m *Main) readValue(arg string) ([]byte, error) {
+	if arg != "-" {
+		return []byte(arg), nil
+	}
+	v, err := io.ReadAll(m.Stdin)
+	if err != nil {
+		return nil, fmt.Errorf("reading the value from stdin: %w", err)
+	}
+	return v, nil
+}

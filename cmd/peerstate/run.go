@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/univrs/peerstate/api"
+)
+
+// shutdownTimeout bounds how long run waits for requests in flight when it
+// stops.
+const shutdownTimeout = 10 * time.Second
+
+func runCommand() *command {
+	cmd := &command{
+		name:    "run",
+		summary: "run the daemon: store, p2p node and local API",
+		details: `With no flags: SQLite under ./peerstate-data, mDNS on, the API on 127.0.0.1:7070.
+Settings come from defaults, then --config FILE (JSON, or TOML for a .toml name,
+with the flag names as keys: data, listen, bootstrap, api, backend, token,
+etcd_endpoints, mdns, log_level), then $PEERSTATE_* variables, then flags.
+It prints "api: HOST:PORT" (and, with a p2p node, "id:" and "addr:" lines) once
+it serves, and stops cleanly on SIGINT or SIGTERM.`,
+	}
+	cmd.setup = func(m *Main, fs *flag.FlagSet) runner {
+		d := defaultRunConfig()
+		var listen, bootstrap, etcdEndpoints stringList
+		configFile := fs.String("config", "", "read settings from this JSON or TOML (.toml) file (default $PEERSTATE_CONFIG); $PEERSTATE_* variables and flags override it")
+		data := fs.String("data", d.Data, "data directory ($PEERSTATE_DATA)")
+		fs.Var(&listen, "listen", "libp2p listen multiaddr; repeat for more ($PEERSTATE_LISTEN, comma-separated)")
+		fs.Var(&bootstrap, "bootstrap", "peer to connect to at start, a multiaddr ending in /p2p/ID; repeat for more ($PEERSTATE_BOOTSTRAP)")
+		apiAddr := fs.String("api", d.API, "API address HOST:PORT; not loopback needs --token ($PEERSTATE_API)")
+		backend := fs.String("backend", d.Backend, "store backend: "+strings.Join(backends, ", ")+" ($PEERSTATE_BACKEND)")
+		token := fs.String("token", "", "bearer token the API requires ($PEERSTATE_TOKEN)")
+		fs.Var(&etcdEndpoints, "etcd-endpoints", "etcd client URL for --backend etcd; repeat for more ($PEERSTATE_ETCD_ENDPOINTS)")
+		mdns := fs.Bool("mdns", d.MDNS, "find peers on the local network with mDNS ($PEERSTATE_MDNS)")
+		logLevel := fs.String("log-level", d.LogLevel, "debug, info, warn or error ($PEERSTATE_LOG_LEVEL)")
+
+		return func(ctx context.Context, args []string) error {
+			cfg := defaultRunConfig()
+			path := firstNonEmpty(*configFile, m.Getenv("PEERSTATE_CONFIG"))
+			if path != "" {
+				if err := loadConfigFile(path, &cfg); err != nil {
+					return err
+				}
+			}
+			if err := applyEnv(m.Getenv, &cfg); err != nil {
+				return usagef(cmd, "%v", err)
+			}
+			fs.Visit(func(f *flag.Flag) {
+				switch f.Name {
+				case "data":
+					cfg.Data = *data
+				case "listen":
+					cfg.Listen = listen
+				case "bootstrap":
+					cfg.Bootstrap = bootstrap
+				case "api":
+					cfg.API = *apiAddr
+				case "backend":
+					cfg.Backend = *backend
+				case "token":
+					cfg.Token = *token
+				case "etcd-endpoints":
+					cfg.EtcdEndpoints = etcdEndpoints
+				case "mdns":
+					cfg.MDNS = *mdns
+				case "log-level":
+					cfg.LogLevel = *logLevel
+				}
+			})
+			if err := cfg.validate(); err != nil {
+				return usagef(cmd, "%s", strings.ReplaceAll(err.Error(), "\n", "; "))
+			}
+			return m.runDaemon(ctx, cfg)
+		}
+	}
+	return cmd
+}
+
+// runDaemon opens the node, serves the API until ctx ends, then shuts down:
+// the API first (ending watch streams), then the node and store.
+func (m *Main) runDaemon(ctx context.Context, cfg runConfig) (err error) {
+	level, _ := parseLevel(cfg.LogLevel)
+	log := slog.New(slog.NewTextHandler(m.Stderr, &slog.HandlerOptions{Level: level}))
+
+	store, node, closer, err := openNode(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := closer.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("closing the store: %w", cerr)
+		}
+	}()
+
+	srv := api.NewServer(store, node, api.ServerConfig{
+		Addr:    cfg.API,
+		Token:   cfg.Token,
+		Backend: cfg.Backend,
+		Version: version(),
+		Logger:  log,
+	})
+	ln, err := srv.Listen()
+	if err != nil {
+		return err
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+
+	addr := ln.Addr().String()
+	if node != nil {
+		fmt.Fprintf(m.Stdout, "id: %s\n", node.ID())
+		for _, a := range node.Addrs() {
+			fmt.Fprintf(m.Stdout, "addr: %s\n", a)
+		}
+	}
+	fmt.Fprintf(m.Stdout, "api: %s\n", addr)
+	log.Info("peerstate running", "api", addr, "backend", cfg.Backend, "version", version())
+	if m.OnReady != nil {
+		m.OnReady(addr)
+	}
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case err := <-served:
+		return fmt.Errorf("api: %w", err)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	shutdownErr := srv.Shutdown(sctx)
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("api: %w", err)
+	}
+	if shutdownErr != nil {
+		srv.Close()
+		return shutdownErr
+	}
+	return nil
+}
