@@ -1,0 +1,48 @@
+package gossip
+
+import (
+	"context"
+	"fmt"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/host"
+)
+
+// rpcOverhead is the room pubsub needs around our payload: the signed
+// envelope (author, sequence number, topic, signature, key) and RPC framing.
+const rpcOverhead = 64 << 10
+
+// NewPubSub returns a GossipSub with the options peerstate needs:
+//   - strict signing, so every message is signed and checked, and the
+//     validator can compare a message's signer with its changes' origin;
+//   - flood publishing, so our own messages go to every subscribed peer,
+//     including writes made right after start-up, before the mesh forms;
+//   - outbound and validation queues far above pubsub's default of 32,
+//     which loses most of a burst;
+//   - a wire message limit matched to cfg.MaxMessageSize (plus envelope),
+//     so oversized payloads reach our validator to be counted and rejected;
+//   - cfg.SeenMessagesTTL when set.
+//
+// extra options are applied after these (peer scoring, tracers, …). The
+// PubSub lives until ctx is cancelled.
+func NewPubSub(ctx context.Context, h host.Host, cfg Config, extra ...pubsub.Option) (*pubsub.PubSub, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	opts := []pubsub.Option{
+		pubsub.WithMessageSignaturePolicy(pubsub.StrictSign),
+		pubsub.WithFloodPublish(true),
+		pubsub.WithPeerOutboundQueueSize(cfg.PeerOutboundQueueSize),
+		pubsub.WithValidateQueueSize(cfg.ValidateQueueSize),
+		pubsub.WithMaxMessageSize(cfg.MaxMessageSize + rpcOverhead),
+	}
+	if cfg.SeenMessagesTTL > 0 {
+		opts = append(opts, pubsub.WithSeenMessagesTTL(cfg.SeenMessagesTTL))
+	}
+	ps, err := pubsub.NewGossipSub(ctx, h, append(opts, extra...)...)
+	if err != nil {
+		return nil, fmt.Errorf("gossip: new gossipsub: %w", err)
+	}
+	return ps, nil
+}

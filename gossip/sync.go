@@ -1,0 +1,516 @@
+package gossip
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/event"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/univrs/peerstate/datastore"
+	"github.com/univrs/peerstate/replica"
+)
+
+// SyncStats describes one catch-up we initiated (or, from SyncAll, several).
+type SyncStats struct {
+	Peers         int   // peers synced with
+	Frames        int   // frames received
+	Changes       int   // changes received
+	Applied       int   // of which applied
+	Stale         int   // of which already incorporated or superseded
+	Skipped       int   // of which outside our prefixes
+	BytesSent     int64 // protocol bytes on the stream
+	BytesReceived int64
+	// Advanced is set when the stream completed and our watermarks were
+	// offered the responder's vector (replica.Advance).
+	Advanced bool
+	Duration time.Duration
+}
+
+func (s *SyncStats) add(o SyncStats) {
+	s.Peers += o.Peers
+	s.Frames += o.Frames
+	s.Changes += o.Changes
+	s.Applied += o.Applied
+	s.Stale += o.Stale
+	s.Skipped += o.Skipped
+	s.BytesSent += o.BytesSent
+	s.BytesReceived += o.BytesReceived
+	s.Advanced = s.Advanced || o.Advanced
+	s.Duration += o.Duration
+}
+
+// syncRequest opens a catch-up: the initiator's vector and prefixes (none:
+// every key).
+type syncRequest struct {
+	V        uint64            `cbor:"1,keyasint"`
+	Have     map[string]uint64 `cbor:"2,keyasint"`
+	Prefixes []string          `cbor:"3,keyasint,omitempty"`
+}
+
+// syncFrame is one frame of the responder's answer: changes grouped by
+// origin, or (Done) the vector the stream covers and the responder's
+// prefixes, or an error.
+type syncFrame struct {
+	V        uint64            `cbor:"1,keyasint"`
+	Groups   []Message         `cbor:"2,keyasint,omitempty"`
+	Done     bool              `cbor:"3,keyasint,omitempty"`
+	Vector   map[string]uint64 `cbor:"4,keyasint,omitempty"`
+	Prefixes []string          `cbor:"5,keyasint,omitempty"`
+	Err      string            `cbor:"6,keyasint,omitempty"`
+}
+
+// rawSyncFrame is a syncFrame whose changes are already encoded.
+type rawSyncFrame struct {
+	V      uint64       `cbor:"1,keyasint"`
+	Groups []rawMessage `cbor:"2,keyasint,omitempty"`
+}
+
+// SyncWith runs one catch-up with p: it sends our vector, applies what p
+// streams back and then advances our watermarks. It dials p if needed.
+func (g *Gossip) SyncWith(ctx context.Context, p peer.ID) (SyncStats, error) {
+	if !g.enter() {
+		return SyncStats{}, ErrClosed
+	}
+	defer g.wg.Done()
+	return g.runSync(ctx, p)
+}
+
+// SyncAll runs a catch-up with every connected peer that speaks the
+// protocol, one after the other (so later ones send only what earlier ones
+// did not), and returns the sums and every failure.
+func (g *Gossip) SyncAll(ctx context.Context) (SyncStats, error) {
+	if !g.enter() {
+		return SyncStats{}, ErrClosed
+	}
+	defer g.wg.Done()
+	var total SyncStats
+	var errs []error
+	for _, p := range g.syncPeers() {
+		st, err := g.runSync(network.WithNoDial(ctx, "catch-up"), p)
+		total.add(st)
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return total, errors.Join(errs...)
+}
+
+// runSync runs and counts one catch-up.
+func (g *Gossip) runSync(ctx context.Context, p peer.ID) (SyncStats, error) {
+	st, err := g.syncWith(ctx, p)
+	if err != nil {
+		g.st.syncErrors.Add(1)
+		return st, fmt.Errorf("gossip: sync with %s: %w", p, err)
+	}
+	g.st.syncs.Add(1)
+	return st, nil
+}
+
+func (g *Gossip) syncWith(ctx context.Context, p peer.ID) (st SyncStats, err error) {
+	start := time.Now()
+	st.Peers = 1
+	if p == g.self {
+		return st, errors.New("cannot sync with ourselves")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(g.ctx, cancel)()
+	s, err := g.h.NewStream(ctx, p, g.cfg.SyncProtocol)
+	if err != nil {
+		return st, fmt.Errorf("open stream: %w", err)
+	}
+	defer context.AfterFunc(ctx, func() { _ = s.Reset() })()
+	cs := &countingStream{rw: s}
+	defer func() {
+		st.BytesSent, st.BytesReceived = cs.written, cs.read
+		st.Duration = time.Since(start)
+		g.st.syncBytesSent.Add(uint64(cs.written))
+		g.st.syncBytesReceived.Add(uint64(cs.read))
+		g.st.syncChangesReceived.Add(uint64(st.Changes))
+		if err != nil {
+			_ = s.Reset()
+		} else {
+			_ = s.Close()
+		}
+	}()
+
+	have, err := g.r.Watermarks(ctx)
+	if err != nil {
+		return st, err
+	}
+	_ = s.SetWriteDeadline(time.Now().Add(g.cfg.StreamTimeout))
+	if _, err := writeFrame(cs, syncRequest{V: FormatVersion, Have: have, Prefixes: g.r.Prefixes()}); err != nil {
+		return st, err
+	}
+	if err := s.CloseWrite(); err != nil {
+		return st, fmt.Errorf("close write: %w", err)
+	}
+	br := bufio.NewReader(cs)
+	for {
+		_ = s.SetReadDeadline(time.Now().Add(g.cfg.StreamTimeout))
+		var f syncFrame
+		if err := readFrame(br, g.cfg.maxFrameSize(), &f); err != nil {
+			if errors.Is(err, io.EOF) {
+				return st, fmt.Errorf("stream ended before its last frame: %w", io.ErrUnexpectedEOF)
+			}
+			if errors.Is(err, ErrMessageTooLarge) || errors.Is(err, ErrMalformed) {
+				g.reject(p, reasonOf(err))
+			}
+			return st, err
+		}
+		if f.V != FormatVersion {
+			g.reject(p, ReasonUnknownVersion)
+			return st, fmt.Errorf("%w: %d", ErrUnknownVersion, f.V)
+		}
+		if f.Err != "" {
+			return st, fmt.Errorf("peer failed: %.200s", f.Err)
+		}
+		st.Frames++
+		changes, skipped, err := g.syncChanges(f.Groups)
+		if err != nil {
+			g.reject(p, reasonOf(err))
+			return st, err
+		}
+		st.Changes += len(changes) + skipped
+		st.Skipped += skipped
+		if len(changes) > 0 {
+			res, err := g.apply(ctx, p, changes)
+			st.Applied += res.Applied
+			st.Stale += res.Stale
+			st.Skipped += res.Skipped
+			if err != nil {
+				return st, err
+			}
+		}
+		if !f.Done {
+			continue
+		}
+		if len(f.Vector) == 0 {
+			return st, nil // nothing in common: nothing to advance
+		}
+		for origin := range f.Vector {
+			if err := replica.ValidateOrigin(origin); err != nil {
+				g.reject(p, ReasonInvalidChange)
+				return st, err
+			}
+		}
+		for _, pr := range f.Prefixes {
+			if err := datastore.ValidatePrefix(pr); err != nil {
+				g.reject(p, ReasonInvalidKey)
+				return st, err
+			}
+		}
+		// Only now, with the whole stream applied, may the watermarks move.
+		if err := g.r.Advance(ctx, replica.Vector(f.Vector), f.Prefixes); err != nil {
+			return st, err
+		}
+		st.Advanced = true
+		return st, nil
+	}
+}
+
+// syncChanges validates the changes of a catch-up frame and returns those
+// under our prefixes, and how many others it skipped. Catch-up carries every
+// value in full.
+func (g *Gossip) syncChanges(groups []Message) ([]replica.Change, int, error) {
+	var out []replica.Change
+	skipped := 0
+	for _, m := range groups {
+		if m.V != FormatVersion {
+			return nil, 0, fmt.Errorf("%w: %d", ErrUnknownVersion, m.V)
+		}
+		if err := replica.ValidateOrigin(m.Origin); err != nil {
+			return nil, 0, err
+		}
+		for _, w := range m.Changes {
+			c, ann, err := w.change(m.Origin, g.cfg.MaxValueSize)
+			if err != nil {
+				return nil, 0, err
+			}
+			if ann != nil {
+				return nil, 0, fmt.Errorf("%w: %q: catch-up left its value out", replica.ErrInvalidChange, c.Key)
+			}
+			if !g.r.Replicates(c.Key) {
+				skipped++
+				continue
+			}
+			out = append(out, c)
+		}
+	}
+	return out, skipped, nil
+}
+
+// handleSync answers a catch-up request.
+func (g *Gossip) handleSync(s network.Stream) {
+	if !g.enter() {
+		_ = s.Reset()
+		return
+	}
+	defer g.wg.Done()
+	select {
+	case g.serving <- struct{}{}:
+		defer func() { <-g.serving }()
+	default:
+		g.st.syncsRefused.Add(1)
+		_ = s.Reset()
+		return
+	}
+	p := s.Conn().RemotePeer()
+	ctx, cancel := context.WithCancel(g.ctx)
+	defer cancel()
+	defer context.AfterFunc(ctx, func() { _ = s.Reset() })()
+	cs := &countingStream{rw: s}
+	sent, err := g.serveSync(ctx, s, cs, p)
+	g.st.syncBytesSent.Add(uint64(cs.written))
+	g.st.syncBytesReceived.Add(uint64(cs.read))
+	g.st.syncChangesSent.Add(uint64(sent))
+	if err != nil {
+		_ = s.Reset()
+		if g.ctx.Err() == nil {
+			g.log.Debug("catch-up request failed", "from", p, "err", err)
+		}
+		return
+	}
+	g.st.syncsServed.Add(1)
+	_ = s.Close()
+}
+
+func (g *Gossip) serveSync(ctx context.Context, s network.Stream, cs *countingStream, p peer.ID) (int, error) {
+	_ = s.SetReadDeadline(time.Now().Add(g.cfg.StreamTimeout))
+	var req syncRequest
+	if err := readFrame(bufio.NewReader(cs), g.cfg.MaxMessageSize, &req); err != nil {
+		if errors.Is(err, ErrMessageTooLarge) || errors.Is(err, ErrMalformed) {
+			g.reject(p, reasonOf(err))
+		}
+		return 0, err
+	}
+	if req.V != FormatVersion {
+		g.reject(p, ReasonUnknownVersion)
+		return 0, fmt.Errorf("%w: %d", ErrUnknownVersion, req.V)
+	}
+	for _, pr := range req.Prefixes {
+		if err := datastore.ValidatePrefix(pr); err != nil {
+			g.reject(p, ReasonInvalidKey)
+			return 0, err
+		}
+	}
+	write := func(v any) error {
+		_ = s.SetWriteDeadline(time.Now().Add(g.cfg.StreamTimeout))
+		_, err := writeFrame(cs, v)
+		return err
+	}
+	want, overlap := intersectPrefixes(g.r.Prefixes(), req.Prefixes)
+	sent := 0
+	var vec replica.Vector
+	if overlap {
+		pk := newPacker(g.cfg.MaxMessageSize)
+		flush := func() error {
+			if pk.empty() {
+				return nil
+			}
+			return write(rawSyncFrame{V: FormatVersion, Groups: pk.take()})
+		}
+		var err error
+		vec, err = g.r.ChangesSince(ctx, replica.Vector(req.Have), want, g.cfg.SyncBatch, func(changes []replica.Change) error {
+			for _, c := range changes {
+				enc, err := encodeChange(toWire(c, -1, false))
+				if err != nil {
+					return err
+				}
+				if !pk.fits(c.Origin, len(enc)) {
+					if err := flush(); err != nil {
+						return err
+					}
+				}
+				pk.add(c.Origin, enc)
+				sent++
+			}
+			return nil
+		})
+		if err == nil {
+			err = flush()
+		}
+		if err != nil {
+			if ctx.Err() == nil {
+				_ = write(syncFrame{V: FormatVersion, Err: "responder failed to read its changes"})
+			}
+			return sent, err
+		}
+	}
+	return sent, write(syncFrame{V: FormatVersion, Done: true, Vector: vec, Prefixes: g.r.Prefixes()})
+}
+
+// normalizePrefixes turns prefixes into the replica's form: each ends in
+// "/" and covers the key before it and everything under it; nil means every
+// key.
+func normalizePrefixes(ps []string) []string {
+	var out []string
+	for _, p := range ps {
+		if p == "" || p == "/" {
+			return nil
+		}
+		if !strings.HasSuffix(p, "/") {
+			p += "/"
+		}
+		out = append(out, p)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// intersectPrefixes returns prefixes covering exactly the keys under both a
+// and b (nil: every key), and whether there are any. Prefixes nest or are
+// disjoint, so the intersection is the inner one of each nested pair.
+func intersectPrefixes(a, b []string) ([]string, bool) {
+	na, nb := normalizePrefixes(a), normalizePrefixes(b)
+	if na == nil {
+		return nb, true
+	}
+	if nb == nil {
+		return na, true
+	}
+	var out []string
+	for _, p := range na {
+		for _, q := range nb {
+			switch {
+			case strings.HasPrefix(p, q):
+				out = append(out, p)
+			case strings.HasPrefix(q, p):
+				out = append(out, q)
+			}
+		}
+	}
+	slices.Sort(out)
+	out = slices.Compact(out)
+	return out, len(out) > 0
+}
+
+// syncLoop starts catch-ups: with peers already connected, with every newly
+// identified peer that speaks the protocol, and every jittered interval
+// with SyncFanout random peers.
+func (g *Gossip) syncLoop() {
+	onConnect := !g.cfg.DisableSyncOnConnect
+	if onConnect {
+		for _, p := range g.syncPeers() {
+			g.startSync(p)
+		}
+	}
+	var tick <-chan time.Time
+	if g.cfg.SyncInterval > 0 {
+		tick = g.cfg.After(g.nextInterval())
+	}
+	events := g.evSub.Out()
+	for {
+		select {
+		case <-g.ctx.Done():
+			return
+		case ev, ok := <-events:
+			if !ok {
+				events = nil
+				continue
+			}
+			e, isID := ev.(event.EvtPeerIdentificationCompleted)
+			if onConnect && isID && slices.Contains(e.Protocols, g.cfg.SyncProtocol) {
+				g.startSync(e.Peer)
+			}
+		case <-tick:
+			g.syncRound()
+			tick = g.cfg.After(g.nextInterval())
+		}
+	}
+}
+
+// nextInterval is SyncInterval jittered by ±SyncJitter.
+func (g *Gossip) nextInterval() time.Duration {
+	return jitter(g.cfg.SyncInterval, g.cfg.SyncJitter, g.cfg.Rand())
+}
+
+// jitter scales d by 1 + frac·(2r−1), r in [0, 1).
+func jitter(d time.Duration, frac, r float64) time.Duration {
+	return time.Duration(float64(d) * (1 + frac*(2*r-1)))
+}
+
+// syncRound starts catch-ups with up to SyncFanout random connected peers.
+func (g *Gossip) syncRound() {
+	peers := g.syncPeers()
+	// Partial Fisher-Yates: the first SyncFanout are a uniform sample.
+	for i := 0; i < len(peers) && i < g.cfg.SyncFanout; i++ {
+		j := i + int(g.cfg.Rand()*float64(len(peers)-i))
+		peers[i], peers[j] = peers[j], peers[i]
+		g.startSync(peers[i])
+	}
+}
+
+// syncPeers returns the connected peers known to speak SyncProtocol.
+func (g *Gossip) syncPeers() []peer.ID {
+	var out []peer.ID
+	for _, p := range g.h.Network().Peers() {
+		if p == g.self {
+			continue
+		}
+		if ok, err := g.h.Peerstore().SupportsProtocols(p, g.cfg.SyncProtocol); err == nil && len(ok) > 0 {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// startSync runs a catch-up with p in the background, unless one is
+// running; at most MaxConcurrentSyncs run at once. It never dials.
+func (g *Gossip) startSync(p peer.ID) {
+	if p == g.self {
+		return
+	}
+	g.mu.Lock()
+	if g.closed || g.syncing[p] {
+		g.mu.Unlock()
+		return
+	}
+	g.syncing[p] = true
+	g.wg.Add(1)
+	g.mu.Unlock()
+	go func() {
+		defer g.wg.Done()
+		defer func() {
+			g.mu.Lock()
+			delete(g.syncing, p)
+			g.mu.Unlock()
+		}()
+		select {
+		case g.outgoing <- struct{}{}:
+			defer func() { <-g.outgoing }()
+		case <-g.ctx.Done():
+			return
+		}
+		if _, err := g.runSync(network.WithNoDial(g.ctx, "catch-up"), p); err != nil && g.ctx.Err() == nil {
+			g.log.Debug("catch-up failed", "err", err)
+		}
+	}()
+}
+
+// countingStream counts the bytes read and written through it. One
+// goroutine uses it at a time.
+type countingStream struct {
+	rw            io.ReadWriter
+	read, written int64
+}
+
+func (c *countingStream) Read(b []byte) (int, error) {
+	n, err := c.rw.Read(b)
+	c.read += int64(n)
+	return n, err
+}
+
+func (c *countingStream) Write(b []byte) (int, error) {
+	n, err := c.rw.Write(b)
+	c.written += int64(n)
+	return n, err
+}
