@@ -1,0 +1,119 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/univrs/peerstate/datastore"
+	"github.com/univrs/peerstate/gossip"
+)
+
+// Backends a node can keep its state in.
+const (
+	BackendSQLite = "sqlite"
+	BackendBadger = "badger"
+	BackendMemory = "memory"
+)
+
+// Config configures a Node. Start from DefaultConfig.
+type Config struct {
+	// DataDir holds the identity key and the store. Required unless the
+	// backend is memory and Identity is set.
+	DataDir string
+	// Backend is one of sqlite (default), badger, memory.
+	Backend string
+	// ListenAddrs are the multiaddrs the host listens on.
+	ListenAddrs []string
+	// Bootstrap peers (full multiaddrs ending in /p2p/ID) to connect to at
+	// start.
+	Bootstrap []string
+	// MDNS finds peers on the local network.
+	MDNS bool
+	// MDNSService is the mDNS service name; peers with another name are
+	// not found.
+	MDNSService string
+	// DHT joins the Kademlia DHT (entered through the bootstrap peers) and
+	// finds other peerstate nodes through it, under Rendezvous.
+	DHT bool
+	// DHTServer makes the node answer DHT queries even when it cannot tell
+	// whether it is publicly reachable (as on a LAN or in tests).
+	DHTServer bool
+	// Rendezvous is the DHT namespace peerstate nodes advertise under.
+	Rendezvous string
+	// DHTInterval is the mean time between DHT peer lookups.
+	DHTInterval time.Duration
+	// Prefixes limits replication to these key prefixes (empty: all).
+	Prefixes []string
+	// PSK, if set (32 bytes), makes a private network: only peers with the
+	// same key can connect.
+	PSK []byte
+	// Gossip configures replication over pubsub and catch-up.
+	Gossip gossip.Config
+	// StoreOptions are passed to the backend.
+	StoreOptions []datastore.Option
+}
+
+// DefaultConfig returns a node on SQLite under ./peerstate-data, listening
+// on all interfaces over TCP and QUIC with ports chosen by the system, with
+// mDNS on.
+func DefaultConfig() Config {
+	return Config{
+		DataDir: "peerstate-data",
+		Backend: BackendSQLite,
+		ListenAddrs: []string{
+			"/ip4/0.0.0.0/tcp/0",
+			"/ip4/0.0.0.0/udp/0/quic-v1",
+		},
+		MDNS:        true,
+		MDNSService: "peerstate",
+		Rendezvous:  "peerstate",
+		DHTInterval: time.Minute,
+		Gossip:      gossip.DefaultConfig(),
+	}
+}
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	var errs []error
+	if !slices.Contains([]string{BackendSQLite, BackendBadger, BackendMemory}, c.Backend) {
+		errs = append(errs, fmt.Errorf("backend %q: want sqlite, badger or memory", c.Backend))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data directory not set"))
+	}
+	if len(c.ListenAddrs) == 0 {
+		errs = append(errs, errors.New("no listen address"))
+	}
+	for _, a := range c.ListenAddrs {
+		if _, err := ma.NewMultiaddr(a); err != nil {
+			errs = append(errs, fmt.Errorf("listen address %q: %w", a, err))
+		}
+	}
+	for _, a := range c.Bootstrap {
+		if _, err := parsePeerAddr(a); err != nil {
+			errs = append(errs, fmt.Errorf("bootstrap address %q: %w", a, err))
+		}
+	}
+	for _, p := range c.Prefixes {
+		if err := datastore.ValidatePrefix(p); err != nil {
+			errs = append(errs, fmt.Errorf("prefix: %w", err))
+		}
+	}
+	if c.PSK != nil && len(c.PSK) != 32 {
+		errs = append(errs, fmt.Errorf("private network key: %d bytes, want 32", len(c.PSK)))
+	}
+	if c.DHT && (c.Rendezvous == "" || c.DHTInterval <= 0) {
+		errs = append(errs, errors.New("DHT on without a rendezvous namespace or lookup interval"))
+	}
+	if c.MDNS && c.MDNSService == "" {
+		errs = append(errs, errors.New("mDNS on without a service name"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("node: config: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,291 @@
+// Package node is an embeddable peerstate peer: a libp2p host (TCP and
+// QUIC, Noise and TLS, a resource manager and a connection gater), pubsub,
+// a replica over the chosen local backend, the gossip transport with its
+// catch-up protocol, and discovery (bootstrap peers, mDNS on the LAN, and
+// optionally the Kademlia DHT).
+//
+//	n, err := node.New(ctx, cfg)
+//	...
+//	defer n.Close()
+//	n.Store().Set(ctx, "/peers/me/info", info)
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/pnet"
+	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	"github.com/libp2p/go-libp2p/p2p/net/conngater"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/univrs/peerstate/datastore"
+	"github.com/univrs/peerstate/datastore/badger"
+	"github.com/univrs/peerstate/datastore/memory"
+	"github.com/univrs/peerstate/datastore/sqlite"
+	"github.com/univrs/peerstate/gossip"
+	"github.com/univrs/peerstate/replica"
+)
+
+// Node is a running peer. Its methods are safe for concurrent use.
+type Node struct {
+	cfg    Config
+	host   host.Host
+	gater  *conngater.BasicConnectionGater
+	ps     *pubsub.PubSub
+	gossip *gossip.Gossip
+	rep    *replica.Replica
+	mdns   mdns.Service
+	dht    *dht.IpfsDHT
+	log    *slog.Logger
+
+	ctx    context.Context // lives until Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+	err    error
+}
+
+// New starts a node. On error nothing is left running.
+func New(ctx context.Context, cfg Config) (_ *Node, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	key, err := loadIdentity(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, log: cfg.Gossip.Logger}
+	if n.log == nil {
+		n.log = slog.Default()
+	}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	defer func() {
+		if err != nil {
+			n.Close()
+		}
+	}()
+
+	n.gater, err = conngater.NewBasicConnectionGater(nil)
+	if err != nil {
+		return nil, fmt.Errorf("node: connection gater: %w", err)
+	}
+	limits := rcmgr.DefaultLimits
+	libp2p.SetDefaultServiceLimits(&limits)
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits.AutoScale()))
+	if err != nil {
+		return nil, fmt.Errorf("node: resource manager: %w", err)
+	}
+	opts := []libp2p.Option{
+		libp2p.Identity(key),
+		libp2p.ListenAddrStrings(cfg.ListenAddrs...),
+		libp2p.ResourceManager(rm),
+		libp2p.ConnectionGater(n.gater),
+		libp2p.DefaultTransports,
+		libp2p.DefaultSecurity,
+		libp2p.DefaultMuxers,
+	}
+	if cfg.PSK != nil {
+		// Private networks run over TCP only: QUIC cannot carry a PSK.
+		opts = append(opts, libp2p.PrivateNetwork(pnet.PSK(cfg.PSK)), libp2p.NoTransports,
+			libp2p.Transport(tcpTransport()))
+	}
+	n.host, err = libp2p.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("node: host: %w", err)
+	}
+
+	store, err := openStore(cfg)
+	if err != nil {
+		return nil, err
+	}
+	n.rep, err = replica.New(ctx, store, replica.Config{ID: n.host.ID().String(), Prefixes: cfg.Prefixes})
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	n.ps, err = gossip.NewPubSub(n.ctx, n.host, cfg.Gossip)
+	if err != nil {
+		return nil, err
+	}
+	n.gossip, err = gossip.New(n.ctx, n.host, n.ps, n.rep, cfg.Gossip)
+	if err != nil {
+		return nil, err
+	}
+	n.rep.SetBroadcaster(n.gossip)
+
+	if cfg.MDNS {
+		n.mdns = mdns.NewMdnsService(n.host, cfg.MDNSService, notifee{n})
+		if err := n.mdns.Start(); err != nil {
+			return nil, fmt.Errorf("node: mDNS: %w", err)
+		}
+	}
+	if cfg.DHT {
+		if err := n.startDHT(); err != nil {
+			return nil, fmt.Errorf("node: DHT: %w", err)
+		}
+	}
+	for _, a := range cfg.Bootstrap {
+		info, _ := parsePeerAddr(a) // validated
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.connectRetry(*info)
+		}()
+	}
+	return n, nil
+}
+
+func openStore(cfg Config) (datastore.Store, error) {
+	switch cfg.Backend {
+	case BackendMemory:
+		return memory.New(cfg.StoreOptions...), nil
+	case BackendBadger:
+		return badger.Open(filepath.Join(cfg.DataDir, "badger"), cfg.StoreOptions...)
+	default:
+		return sqlite.Open(filepath.Join(cfg.DataDir, "state.db"), cfg.StoreOptions...)
+	}
+}
+
+// Store returns the node's replicated store.
+func (n *Node) Store() datastore.Store { return n.rep }
+
+// Replica returns the node's replica, for replication-level access.
+func (n *Node) Replica() *replica.Replica { return n.rep }
+
+// Gossip returns the node's gossip transport.
+func (n *Node) Gossip() *gossip.Gossip { return n.gossip }
+
+// Host returns the node's libp2p host.
+func (n *Node) Host() host.Host { return n.host }
+
+// ID returns the node's peer ID.
+func (n *Node) ID() peer.ID { return n.host.ID() }
+
+// Addrs returns the node's full multiaddrs, each ending in /p2p/ID.
+func (n *Node) Addrs() []ma.Multiaddr {
+	addrs, err := peer.AddrInfoToP2pAddrs(&peer.AddrInfo{ID: n.host.ID(), Addrs: n.host.Addrs()})
+	if err != nil {
+		return nil
+	}
+	return addrs
+}
+
+// Peers returns the connected peers.
+func (n *Node) Peers() []peer.AddrInfo {
+	var out []peer.AddrInfo
+	for _, p := range n.host.Network().Peers() {
+		out = append(out, n.host.Peerstore().PeerInfo(p))
+	}
+	return out
+}
+
+// Connect dials a peer given as a full multiaddr ending in /p2p/ID. Catch-up
+// with it starts once it is connected.
+func (n *Node) Connect(ctx context.Context, addr string) error {
+	info, err := parsePeerAddr(addr)
+	if err != nil {
+		return err
+	}
+	if err := n.host.Connect(ctx, *info); err != nil {
+		return fmt.Errorf("node: connect %s: %w", info.ID, err)
+	}
+	return nil
+}
+
+// BlockPeer refuses connections from p from now on and drops it.
+func (n *Node) BlockPeer(p peer.ID) error {
+	if err := n.gater.BlockPeer(p); err != nil {
+		return fmt.Errorf("node: block %s: %w", p, err)
+	}
+	return n.host.Network().ClosePeer(p)
+}
+
+// connectRetry dials a bootstrap peer until it answers or the node closes.
+func (n *Node) connectRetry(info peer.AddrInfo) {
+	delay := time.Second
+	for {
+		ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
+		err := n.host.Connect(ctx, info)
+		cancel()
+		if err == nil || n.ctx.Err() != nil {
+			return
+		}
+		n.log.Warn("bootstrap peer unreachable", "peer", info.ID, "err", err, "retry_in", delay)
+		select {
+		case <-time.After(delay):
+		case <-n.ctx.Done():
+			return
+		}
+		delay = min(2*delay, time.Minute)
+	}
+}
+
+type notifee struct{ n *Node }
+
+// HandlePeerFound connects to a peer found by mDNS.
+func (f notifee) HandlePeerFound(info peer.AddrInfo) {
+	n := f.n
+	if info.ID == n.host.ID() || n.ctx.Err() != nil {
+		return
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
+		defer cancel()
+		if err := n.host.Connect(ctx, info); err != nil {
+			n.log.Debug("mDNS peer unreachable", "peer", info.ID, "err", err)
+		}
+	}()
+}
+
+// Close stops discovery, gossip, pubsub and the host, then closes the store.
+// It waits for every goroutine and is safe to call more than once.
+func (n *Node) Close() error {
+	n.once.Do(func() {
+		var errs []error
+		if n.mdns != nil {
+			errs = append(errs, n.mdns.Close())
+		}
+		n.cancel()
+		n.wg.Wait()
+		if n.dht != nil {
+			errs = append(errs, n.dht.Close())
+		}
+		if n.gossip != nil {
+			errs = append(errs, n.gossip.Close())
+		}
+		if n.host != nil {
+			errs = append(errs, n.host.Close())
+		}
+		if n.rep != nil {
+			errs = append(errs, n.rep.Close())
+		}
+		n.err = errors.Join(errs...)
+	})
+	return n.err
+}
+
+func parsePeerAddr(s string) (*peer.AddrInfo, error) {
+	a, err := ma.NewMultiaddr(s)
+	if err != nil {
+		return nil, fmt.Errorf("node: address %q: %w", s, err)
+	}
+	info, err := peer.AddrInfoFromP2pAddr(a)
+	if err != nil {
+		return nil, fmt.Errorf("node: address %q must end in /p2p/PEER_ID: %w", s, err)
+	}
+	return info, nil
+}
