@@ -404,7 +404,7 @@ func (n *fakeNode) Connect(ctx context.Context, addr string) error {
 	return nil
 }
 
-const peerAddr = "/ip4/10.0.0.2/tcp/4001/p2p/12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"
+const peerAddr = "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"
 
 func TestServer_StatusAndPeers(t *testing.T) {
 	t.Run("NoNode", func(t *testing.T) {

@@ -18,6 +18,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	_ "github.com/univrs/peerstate/internal/protoconflict" // etcd and pubsub both register rpc.proto
 )
 
 func main() {

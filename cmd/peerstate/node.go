@@ -5,73 +5,71 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
 
 	"github.com/univrs/peerstate/api"
 	"github.com/univrs/peerstate/datastore"
-	"github.com/univrs/peerstate/datastore/badger"
 	"github.com/univrs/peerstate/datastore/etcd"
-	"github.com/univrs/peerstate/datastore/memory"
-	"github.com/univrs/peerstate/datastore/sqlite"
+	"github.com/univrs/peerstate/node"
 )
 
 // openNode opens what the daemon serves: the store, the p2p node around it
-// (nil when there is none) and the closer that releases both. The API only
-// needs the store and the api.Node interface.
+// (nil when there is none) and the closer that releases both.
 //
-// This is the seam where the p2p node plugs in. Today it serves the local
-// store alone. With package node it becomes, roughly:
-//
-//	n, err := node.New(ctx, node.Config{DataDir: cfg.Data, Backend: cfg.Backend,
-//		ListenAddrs: cfg.Listen, Bootstrap: cfg.Bootstrap, MDNS: cfg.MDNS, ...})
-//	if err != nil {
-//		return nil, nil, nil, err
-//	}
-//	return n.Store(), apiNode{n}, n, nil
-//
-// where apiNode adapts *node.Node (peer.ID, multiaddrs, AddrInfo) to
-// api.Node (strings).
+// With the sqlite, badger and memory backends that is a peerstate node: a
+// libp2p host replicating the store over pubsub and catch-up. With etcd the
+// cluster replicates by consensus instead, and the daemon serves the etcd
+// store without a p2p node.
 func openNode(ctx context.Context, cfg runConfig, log *slog.Logger) (datastore.Store, api.Node, io.Closer, error) {
-	store, where, err := openStore(ctx, cfg)
+	if cfg.Backend == "etcd" {
+		ecfg := etcd.DefaultConfig()
+		ecfg.Endpoints = cfg.EtcdEndpoints
+		store, err := etcd.Open(ctx, ecfg)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("open etcd store: %w", err)
+		}
+		log.Info("store open", "backend", "etcd", "at", cfg.EtcdEndpoints)
+		return store, nil, store, nil
+	}
+	ncfg := node.DefaultConfig()
+	ncfg.DataDir = cfg.Data
+	ncfg.Backend = cfg.Backend
+	if len(cfg.Listen) > 0 {
+		ncfg.ListenAddrs = cfg.Listen
+	}
+	ncfg.Bootstrap = cfg.Bootstrap
+	ncfg.MDNS = cfg.MDNS
+	ncfg.Gossip.Logger = log
+	n, err := node.New(ctx, ncfg)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	log.Info("store open", "backend", cfg.Backend, "at", where)
-	if len(cfg.Listen) > 0 || len(cfg.Bootstrap) > 0 {
-		log.Warn("this daemon runs no p2p node yet: --listen and --bootstrap are not used")
-	}
-	return store, nil, store, nil
+	log.Info("node started", "id", n.ID(), "backend", cfg.Backend, "data", cfg.Data)
+	return n.Store(), apiNode{n}, n, nil
 }
 
-// openStore opens the configured backend; where says where its data lives.
-// The file layout matches package node's: DIR/state.db, DIR/badger.
-func openStore(ctx context.Context, cfg runConfig) (store datastore.Store, where string, err error) {
-	if cfg.Backend == "sqlite" || cfg.Backend == "badger" {
-		if err := os.MkdirAll(cfg.Data, 0o700); err != nil {
-			return nil, "", fmt.Errorf("data directory: %w", err)
-		}
+// apiNode shows a *node.Node to the API.
+type apiNode struct{ n *node.Node }
+
+func (a apiNode) ID() string { return a.n.ID().String() }
+
+func (a apiNode) Addrs() []string {
+	var out []string
+	for _, addr := range a.n.Addrs() {
+		out = append(out, addr.String())
 	}
-	switch cfg.Backend {
-	case "sqlite":
-		where = filepath.Join(cfg.Data, "state.db")
-		store, err = sqlite.Open(where)
-	case "badger":
-		where = filepath.Join(cfg.Data, "badger")
-		store, err = badger.Open(where)
-	case "memory":
-		where = "memory (not durable)"
-		store = memory.New()
-	case "etcd":
-		ecfg := etcd.DefaultConfig()
-		ecfg.Endpoints = cfg.EtcdEndpoints
-		where = fmt.Sprint(cfg.EtcdEndpoints)
-		store, err = etcd.Open(ctx, ecfg)
-	default:
-		return nil, "", fmt.Errorf("unknown backend %q", cfg.Backend)
-	}
-	if err != nil {
-		return nil, "", fmt.Errorf("open %s store: %w", cfg.Backend, err)
-	}
-	return store, where, nil
+	return out
 }
+
+func (a apiNode) Peers() []api.PeerInfo {
+	var out []api.PeerInfo
+	for _, p := range a.n.Peers() {
+		info := api.PeerInfo{ID: p.ID.String()}
+		for _, addr := range p.Addrs {
+			info.Addrs = append(info.Addrs, addr.String())
+		}
+		out = append(out, info)
+	}
+	return out
+}
+
+func (a apiNode) Connect(ctx context.Context, addr string) error { return a.n.Connect(ctx, addr) }
