@@ -85,6 +85,12 @@ type Replica interface {
 	Current(ctx context.Context, key string) (replica.Change, bool, error)
 	Prefixes() []string
 	Replicates(key string) bool
+	// Tombstone horizon: peers' vectors are recorded from catch-up, a peer
+	// behind the collected horizon gets a full snapshot, and the receiver of
+	// a snapshot drops what it shows was deleted.
+	ObservePeer(id string, v replica.Vector)
+	BehindHorizon(have replica.Vector) bool
+	Reconcile(ctx context.Context, cover replica.Vector, senderPrefixes []string, received map[string]bool) (int, error)
 }
 
 // Errors of the Gossip itself.

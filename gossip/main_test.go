@@ -94,7 +94,7 @@ func newPeer(t testing.TB, cfg gossip.Config, o peerOpts) *testPeer {
 	if o.noGossip {
 		return p
 	}
-	r, err := replica.New(ctx, memory.New(), replica.Config{ID: h.ID().String(), Prefixes: o.prefixes})
+	r, err := replica.New(ctx, memory.New(), replica.Config{ID: h.ID().String(), Prefixes: o.prefixes, TombstoneGrace: time.Nanosecond})
 	if err != nil {
 		t.Fatalf("replica.New: %v", err)
 	}

@@ -31,6 +31,11 @@ type SyncStats struct {
 	// Advanced is set when the stream completed and our watermarks were
 	// offered the responder's vector (replica.Advance).
 	Advanced bool
+	// Snapshot is set when the responder sent a full snapshot, we being
+	// behind its tombstone horizon; Dropped counts the keys it showed
+	// deleted, which we dropped.
+	Snapshot bool
+	Dropped  int
 	Duration time.Duration
 }
 
@@ -44,6 +49,8 @@ func (s *SyncStats) add(o SyncStats) {
 	s.BytesSent += o.BytesSent
 	s.BytesReceived += o.BytesReceived
 	s.Advanced = s.Advanced || o.Advanced
+	s.Snapshot = s.Snapshot || o.Snapshot
+	s.Dropped += o.Dropped
 	s.Duration += o.Duration
 }
 
@@ -65,6 +72,9 @@ type syncFrame struct {
 	Vector   map[string]uint64 `cbor:"4,keyasint,omitempty"`
 	Prefixes []string          `cbor:"5,keyasint,omitempty"`
 	Err      string            `cbor:"6,keyasint,omitempty"`
+	// Snapshot, on a first frame, says the stream is a full snapshot: the
+	// initiator was behind the responder's tombstone horizon.
+	Snapshot bool `cbor:"7,keyasint,omitempty"`
 }
 
 // rawSyncFrame is a syncFrame whose changes are already encoded.
@@ -154,6 +164,7 @@ func (g *Gossip) syncWith(ctx context.Context, p peer.ID) (st SyncStats, err err
 		return st, fmt.Errorf("close write: %w", err)
 	}
 	br := bufio.NewReader(cs)
+	var received map[string]bool // the keys of a snapshot stream
 	for {
 		_ = s.SetReadDeadline(time.Now().Add(g.cfg.StreamTimeout))
 		var f syncFrame
@@ -173,6 +184,9 @@ func (g *Gossip) syncWith(ctx context.Context, p peer.ID) (st SyncStats, err err
 		if f.Err != "" {
 			return st, fmt.Errorf("peer failed: %.200s", f.Err)
 		}
+		if f.Snapshot && st.Frames == 0 {
+			received = map[string]bool{}
+		}
 		st.Frames++
 		changes, skipped, err := g.syncChanges(f.Groups)
 		if err != nil {
@@ -181,6 +195,11 @@ func (g *Gossip) syncWith(ctx context.Context, p peer.ID) (st SyncStats, err err
 		}
 		st.Changes += len(changes) + skipped
 		st.Skipped += skipped
+		if received != nil {
+			for _, c := range changes {
+				received[c.Key] = true
+			}
+		}
 		if len(changes) > 0 {
 			res, err := g.apply(ctx, p, changes)
 			st.Applied += res.Applied
@@ -209,9 +228,17 @@ func (g *Gossip) syncWith(ctx context.Context, p peer.ID) (st SyncStats, err err
 			}
 		}
 		// Only now, with the whole stream applied, may the watermarks move.
+		if received != nil {
+			dropped, err := g.r.Reconcile(ctx, replica.Vector(f.Vector), f.Prefixes, received)
+			if err != nil {
+				return st, err
+			}
+			st.Snapshot, st.Dropped = true, dropped
+		}
 		if err := g.r.Advance(ctx, replica.Vector(f.Vector), f.Prefixes); err != nil {
 			return st, err
 		}
+		g.r.ObservePeer(p.String(), replica.Vector(f.Vector))
 		st.Advanced = true
 		return st, nil
 	}
@@ -309,6 +336,16 @@ func (g *Gossip) serveSync(ctx context.Context, s network.Stream, cs *countingSt
 	}
 	want, overlap := intersectPrefixes(g.r.Prefixes(), req.Prefixes)
 	sent := 0
+	have := replica.Vector(req.Have)
+	g.r.ObservePeer(p.String(), have)
+	if overlap && g.r.BehindHorizon(have) {
+		// Tombstones the peer never saw are gone here: send everything, and
+		// say so, so the peer drops what the snapshot shows was deleted.
+		have = replica.Vector{}
+		if err := write(syncFrame{V: FormatVersion, Snapshot: true}); err != nil {
+			return 0, err
+		}
+	}
 	var vec replica.Vector
 	if overlap {
 		pk := newPacker(g.cfg.MaxMessageSize)
@@ -319,7 +356,7 @@ func (g *Gossip) serveSync(ctx context.Context, s network.Stream, cs *countingSt
 			return write(rawSyncFrame{V: FormatVersion, Groups: pk.take()})
 		}
 		var err error
-		vec, err = g.r.ChangesSince(ctx, replica.Vector(req.Have), want, g.cfg.SyncBatch, func(changes []replica.Change) error {
+		vec, err = g.r.ChangesSince(ctx, have, want, g.cfg.SyncBatch, func(changes []replica.Change) error {
 			for _, c := range changes {
 				enc, err := encodeChange(toWire(c, -1, false))
 				if err != nil {

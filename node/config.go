@@ -48,6 +48,15 @@ type Config struct {
 	DHTInterval time.Duration
 	// Prefixes limits replication to these key prefixes (empty: all).
 	Prefixes []string
+	// TombstoneGrace is the minimum age of a collected tombstone (see
+	// replica.Config.TombstoneGrace); 0 means 24 hours.
+	TombstoneGrace time.Duration
+	// GCInterval is the time between tombstone collections; the membership
+	// whose horizon they respect is every peer seen in catch-up within
+	// MembershipWindow. A peer silent for longer gets a full snapshot when
+	// it comes back.
+	GCInterval       time.Duration
+	MembershipWindow time.Duration
 	// PSK, if set (32 bytes), makes a private network: only peers with the
 	// same key can connect.
 	PSK []byte
@@ -68,11 +77,13 @@ func DefaultConfig() Config {
 			"/ip4/0.0.0.0/tcp/0",
 			"/ip4/0.0.0.0/udp/0/quic-v1",
 		},
-		MDNS:        true,
-		MDNSService: "peerstate",
-		Rendezvous:  "peerstate",
-		DHTInterval: time.Minute,
-		Gossip:      gossip.DefaultConfig(),
+		MDNS:             true,
+		MDNSService:      "peerstate",
+		Rendezvous:       "peerstate",
+		GCInterval:       10 * time.Minute,
+		MembershipWindow: 24 * time.Hour,
+		DHTInterval:      time.Minute,
+		Gossip:           gossip.DefaultConfig(),
 	}
 }
 
@@ -108,6 +119,9 @@ func (c Config) Validate() error {
 	}
 	if c.DHT && (c.Rendezvous == "" || c.DHTInterval <= 0) {
 		errs = append(errs, errors.New("DHT on without a rendezvous namespace or lookup interval"))
+	}
+	if c.GCInterval <= 0 || c.MembershipWindow <= 0 || c.TombstoneGrace < 0 {
+		errs = append(errs, errors.New("tombstone collection: GC interval and membership window must be positive"))
 	}
 	if c.MDNS && c.MDNSService == "" {
 		errs = append(errs, errors.New("mDNS on without a service name"))

@@ -110,7 +110,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	n.rep, err = replica.New(ctx, store, replica.Config{ID: n.host.ID().String(), Prefixes: cfg.Prefixes})
+	n.rep, err = replica.New(ctx, store, replica.Config{ID: n.host.ID().String(), Prefixes: cfg.Prefixes, TombstoneGrace: cfg.TombstoneGrace})
 	if err != nil {
 		store.Close()
 		return nil, err
@@ -131,6 +131,11 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 			return nil, fmt.Errorf("node: mDNS: %w", err)
 		}
 	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.collectLoop()
+	}()
 	if cfg.DHT {
 		if err := n.startDHT(); err != nil {
 			return nil, fmt.Errorf("node: DHT: %w", err)
@@ -229,6 +234,21 @@ func (n *Node) connectRetry(info peer.AddrInfo) {
 			return
 		}
 		delay = min(2*delay, time.Minute)
+	}
+}
+
+// collectLoop collects tombstones behind the horizon of the peers seen in
+// catch-up lately, every GCInterval.
+func (n *Node) collectLoop() {
+	for n.sleep(n.cfg.GCInterval) {
+		peers := n.rep.ObservedPeers(time.Now().Add(-n.cfg.MembershipWindow))
+		dropped, err := n.rep.CollectTombstones(n.ctx, peers)
+		switch {
+		case err != nil && n.ctx.Err() == nil:
+			n.log.Warn("tombstone collection failed", "err", err)
+		case dropped > 0:
+			n.log.Debug("tombstones collected", "dropped", dropped, "members", len(peers))
+		}
 	}
 }
 

@@ -135,3 +135,31 @@ func TestNode_DHTDiscovery(t *testing.T) {
 		return b.Host().Network().Connectedness(c.ID()) == network.Connected
 	})
 }
+
+func TestNode_CollectsTombstones(t *testing.T) {
+	ctx := context.Background()
+	cfg := func() node.Config {
+		c := testConfig(t, t.TempDir())
+		c.Backend = node.BackendMemory
+		c.TombstoneGrace, c.GCInterval = time.Nanosecond, 100*time.Millisecond
+		c.Gossip.SyncInterval = 100 * time.Millisecond
+		return c
+	}
+	a := startNode(t, cfg())
+	bc := cfg()
+	bc.Bootstrap = []string{a.Addrs()[0].String()}
+	b := startNode(t, bc)
+	if _, err := a.Store().Set(ctx, "/gone", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Store().Delete(ctx, "/gone"); err != nil {
+		t.Fatal(err)
+	}
+	// Once both have seen the delete in catch-up, both drop the tombstone.
+	for _, n := range []*node.Node{a, b} {
+		waitFor(t, func() bool {
+			_, found, err := n.Replica().Current(ctx, "/gone")
+			return err == nil && !found
+		})
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/univrs/peerstate/datastore"
 	"github.com/univrs/peerstate/datastore/memory"
@@ -60,8 +61,9 @@ func newNet(t *testing.T, n int, seed uint64, loss, dup float64) *lossyNet {
 	net := &lossyNet{rng: rand.New(rand.NewPCG(seed, 7)), loss: loss, dup: dup, partitioned: map[int]bool{}}
 	for i := range n {
 		r, err := replica.New(context.Background(), memory.New(), replica.Config{
-			ID:          fmt.Sprintf("peer%d", i),
-			Broadcaster: netBroadcaster{net, i},
+			ID:             fmt.Sprintf("peer%d", i),
+			Broadcaster:    netBroadcaster{net, i},
+			TombstoneGrace: time.Nanosecond,
 		})
 		if err != nil {
 			t.Fatal(err)

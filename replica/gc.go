@@ -3,7 +3,9 @@ package replica
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
+	"time"
 
 	"github.com/univrs/peerstate/datastore"
 )
@@ -29,14 +31,34 @@ const (
 	floorKey = reservedRoot + "/floor"
 )
 
+type observed struct {
+	v  Vector
+	at time.Time
+}
+
 // ObservePeer records a peer's vector, learned in a catch-up exchange.
 func (r *Replica) ObservePeer(id string, v Vector) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.peers == nil {
-		r.peers = map[string]Vector{}
+		r.peers = map[string]observed{}
 	}
-	r.peers[id] = v.Clone()
+	r.peers[id] = observed{v: v.Clone(), at: r.cfg.Now()}
+}
+
+// ObservedPeers returns the peers whose vector was observed since t: the
+// membership a node passes to CollectTombstones.
+func (r *Replica) ObservedPeers(since time.Time) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for id, o := range r.peers {
+		if !o.at.Before(since) {
+			out = append(out, id)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Horizon returns, per origin, the lowest watermark among this replica and
@@ -54,35 +76,49 @@ func (r *Replica) horizonLocked(peers []string) Vector {
 		h[origin] = s.contig
 	}
 	for _, p := range peers {
-		v, ok := r.peers[p]
+		o, ok := r.peers[p]
 		if !ok {
 			return Vector{}
 		}
 		for origin, seq := range h {
-			h[origin] = min(seq, v[origin])
+			h[origin] = min(seq, o.v[origin])
 		}
 	}
 	return h
 }
 
 // CollectTombstones deletes the tombstones behind the horizon of peers (the
-// current membership, this peer excluded) and returns how many it dropped.
+// current membership, this peer excluded) that are older than the tombstone
+// grace period, and returns how many it dropped.
+//
+// The grace period covers what watermarks cannot: a write that a delete
+// superseded but that has not reached every member yet. Once the tombstone is
+// gone, such a write arriving late would look new. Like Cassandra's
+// gc_grace_seconds, the grace period must exceed the time changes take to
+// reach every member (catch-up runs every few seconds, so a day is ample).
 func (r *Replica) CollectTombstones(ctx context.Context, peers []string) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	h := r.horizonLocked(peers)
+	cutoff := physical(r.cfg.Now().Add(-r.cfg.TombstoneGrace))
 	dropped := 0
 	floor := r.floor
 	for origin, upto := range h {
-		if upto == 0 || upto <= r.collected[origin] {
+		from := max(r.collected[origin], r.scanned[origin])
+		if upto <= from {
 			continue
 		}
 		var ops []datastore.Op
-		err := r.scanRange(ctx, indexRoot+origin+"/", indexKey(origin, r.collected[origin]), indexKey(origin, upto), func(e datastore.Entry) error {
+		reached := upto // the horizon stops before the first tombstone kept for its age
+		err := r.scanRange(ctx, indexRoot+origin+"/", indexKey(origin, from), indexKey(origin, upto), func(e datastore.Entry) error {
 			key := string(e.Value)
 			c, local, found, err := r.currentLocal(ctx, key)
 			if err != nil || !found || !c.Deleted || c.Origin != origin {
 				return err
+			}
+			if c.HLC > cutoff {
+				reached = min(reached, c.Seq-1)
+				return nil
 			}
 			ops = append(ops, datastore.OpCheckVersion(key, local.Version), datastore.OpDelete(key), datastore.OpDelete(e.Key))
 			floor = max(floor, c.Version)
@@ -92,7 +128,15 @@ func (r *Replica) CollectTombstones(ctx context.Context, peers []string) (int, e
 		if err != nil {
 			return 0, err
 		}
-		ops = append(ops, datastore.OpSet(horizonRoot+origin, []byte(strconv.FormatUint(upto, 10))))
+		if r.scanned == nil {
+			r.scanned = Vector{}
+		}
+		r.scanned[origin] = max(r.scanned[origin], reached)
+		if len(ops) == 0 {
+			continue // nothing dropped: peers behind here need no snapshot
+		}
+		reached = max(reached, r.collected[origin])
+		ops = append(ops, datastore.OpSet(horizonRoot+origin, []byte(strconv.FormatUint(reached, 10))))
 		if floor > r.floor {
 			ops = append(ops, datastore.OpSet(floorKey, []byte(strconv.FormatUint(floor, 10))))
 		}
@@ -102,7 +146,7 @@ func (r *Replica) CollectTombstones(ctx context.Context, peers []string) (int, e
 		if r.collected == nil {
 			r.collected = Vector{}
 		}
-		r.collected[origin] = upto
+		r.collected[origin] = reached
 		r.floor = floor
 	}
 	return dropped, nil

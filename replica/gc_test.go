@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/univrs/peerstate/datastore"
+	"github.com/univrs/peerstate/datastore/memory"
 	"github.com/univrs/peerstate/replica"
 )
 
@@ -63,6 +65,7 @@ func TestReplica_TombstoneCollection(t *testing.T) {
 	}
 	syncFrom(t, a, b)
 	syncFrom(t, b, a)
+	time.Sleep(5 * time.Millisecond) // past the (1ns) grace period, at clock resolution
 	// Membership without c: the horizon is what a and b have both passed.
 	if n, err := a.CollectTombstones(ctx, []string{b.ID()}); err != nil || n != 5 {
 		t.Fatalf("a collected %d tombstones, %v; want 5", n, err)
@@ -99,5 +102,43 @@ func TestReplica_TombstoneCollection(t *testing.T) {
 	assertConverged(t, net.replicas)
 	if e, err := b.Get(ctx, "/k/0"); err != nil || string(e.Value) != "new" {
 		t.Fatalf("re-created key on b: %q, %v", e.Value, err)
+	}
+}
+
+// A tombstone younger than the grace period is kept, even behind every
+// member's watermark, and collected once it has aged.
+func TestReplica_TombstoneGrace(t *testing.T) {
+	ctx := context.Background()
+	now := time.Unix(1_800_000_000, 0)
+	clock := func() time.Time { return now }
+	open := func(id string) *replica.Replica {
+		r, err := replica.New(ctx, memory.New(), replica.Config{ID: id, Now: clock, TombstoneGrace: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Close() })
+		return r
+	}
+	a, b := open("a"), open("b")
+	if _, err := a.Set(ctx, "/k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Delete(ctx, "/k"); err != nil {
+		t.Fatal(err)
+	}
+	syncFrom(t, a, b)
+	syncFrom(t, b, a)
+	if n, err := a.CollectTombstones(ctx, []string{"b"}); err != nil || n != 0 {
+		t.Fatalf("collected %d young tombstones, %v", n, err)
+	}
+	if a.BehindHorizon(replica.Vector{}) {
+		t.Fatal("the horizon moved past a tombstone that was kept")
+	}
+	now = now.Add(2 * time.Hour)
+	if n, err := a.CollectTombstones(ctx, []string{"b"}); err != nil || n != 1 {
+		t.Fatalf("collected %d aged tombstones, %v; want 1", n, err)
+	}
+	if got := a.ObservedPeers(now.Add(-3 * time.Hour)); len(got) != 1 || got[0] != "b" {
+		t.Fatalf("observed peers %v", got)
 	}
 }

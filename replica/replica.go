@@ -68,6 +68,10 @@ type Config struct {
 	MaxClockSkew time.Duration
 	// DeleteMissingOK makes Delete of an absent key succeed.
 	DeleteMissingOK bool
+	// TombstoneGrace is how old (by its timestamp) a tombstone must be
+	// before it may be collected, besides being behind every member's
+	// watermark; 0 means 24 hours. See CollectTombstones.
+	TombstoneGrace time.Duration
 }
 
 // DefaultMaxValueSize is the default value cap.
@@ -83,7 +87,7 @@ func (c Config) Validate() error {
 			return fmt.Errorf("replica: config: prefix: %w", err)
 		}
 	}
-	if c.MaxValueSize < 0 || c.MaxClockSkew < 0 {
+	if c.MaxValueSize < 0 || c.MaxClockSkew < 0 || c.TombstoneGrace < 0 {
 		return errors.New("replica: config: negative limit")
 	}
 	return nil
@@ -101,10 +105,11 @@ type Replica struct {
 	// mu serializes writes to the local store, local and remote alike, so
 	// sequence numbers are committed in order and watermarks never race.
 	mu        sync.Mutex
-	seqs      map[string]*seqSet // per origin; seqs[cfg.ID].contig is our last sequence number
-	peers     map[string]Vector  // other peers' vectors, from catch-up exchanges
-	collected Vector             // per origin: tombstones up to here may be gone
-	floor     uint64             // versions of collected keys are at most this
+	seqs      map[string]*seqSet  // per origin; seqs[cfg.ID].contig is our last sequence number
+	peers     map[string]observed // other peers' vectors, from catch-up exchanges
+	collected Vector              // per origin: tombstones up to here may be gone
+	scanned   Vector              // per origin: no collectable tombstone up to here
+	floor     uint64              // versions of collected keys are at most this
 	close     sync.Once
 }
 
@@ -122,6 +127,9 @@ func New(ctx context.Context, local datastore.Store, cfg Config) (*Replica, erro
 	}
 	if cfg.MaxClockSkew == 0 {
 		cfg.MaxClockSkew = time.Minute
+	}
+	if cfg.TombstoneGrace == 0 {
+		cfg.TombstoneGrace = 24 * time.Hour
 	}
 	r := &Replica{
 		local:    local,
