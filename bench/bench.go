@@ -215,6 +215,9 @@ func (r *rawDB) list100(b *testing.B, after string) {
 	}
 }
 
+// initTesting registers the testing flags testing.Benchmark reads, once.
+var initTesting sync.Once
+
 // Result is one measured cell of the table.
 type Result struct {
 	Workload, Backend string
@@ -226,7 +229,7 @@ type Result struct {
 // with testing.Benchmark and returns the results in order. benchtime is the
 // target duration of each cell.
 func Table(backends []Backend, benchtime time.Duration, progress func(Result)) ([]Result, error) {
-	testing.Init()
+	initTesting.Do(testing.Init)
 	if err := flag.Set("test.benchtime", benchtime.String()); err != nil {
 		return nil, fmt.Errorf("bench: benchtime: %w", err)
 	}

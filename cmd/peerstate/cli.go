@@ -62,7 +62,7 @@ func commands() []*command {
 		putCommand(), getCommand(), delCommand(), casCommand(), lsCommand(),
 		watchCommand(), txnCommand(),
 		statusCommand(), peersCommand(), connectCommand(),
-		versionCommand(), helpCommand(),
+		benchCommand(), versionCommand(), helpCommand(),
 	}
 }
 

@@ -479,3 +479,16 @@ func TestCLI_Config(t *testing.T) {
 	os.WriteFile(badJSON, []byte(`{"backend": "memory", "port": 1}`), 0o600)
 	execute(t, env{}, "", "run", "--config", badJSON).want(t, exitError, `unknown field "port"`)
 }
+
+func TestCLI_Bench(t *testing.T) {
+	r := execute(t, env{}, "", "bench", "--backends", "memory", "--benchtime", "5ms").want(t, exitOK, "")
+	for _, w := range []string{"Get", "ListPage", "Set", "SetParallel64"} {
+		if !strings.Contains(r.stdout, w) {
+			t.Errorf("bench table lacks %s:\n%s", w, r.stdout)
+		}
+	}
+	if !strings.Contains(r.stdout, "raw-sqlite") || !strings.Contains(r.stdout, "memory") {
+		t.Errorf("bench table lacks a column:\n%s", r.stdout)
+	}
+	execute(t, env{}, "", "bench", "--backends", "nope").want(t, exitUsage, "unknown backend")
+}
