@@ -102,6 +102,8 @@ func startDaemon(t *testing.T, e env, args ...string) *daemon {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
+	// The default ./peerstate-data lands in a fresh directory.
+	t.Chdir(t.TempDir())
 	go func() {
 		d.done <- m.Execute(ctx, append([]string{"run", "--api", "127.0.0.1:0", "--listen", "/ip4/127.0.0.1/tcp/0", "--mdns=false"}, args...))
 	}()
