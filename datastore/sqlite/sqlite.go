@@ -205,7 +205,7 @@ func (s *Store) prepareReads(ctx context.Context) error {
 	}
 	errs := []error{
 		prep(&s.get, `SELECT `+recordCols+` FROM kv WHERE key = ?`),
-		prep(&s.meta, `SELECT revision, compacted FROM meta`),
+		prep(&s.meta, `SELECT (`+headRevisionSQL+`), compacted FROM meta`),
 		prep(&s.log, `SELECT revision, type, key, old_value, new_value, version FROM changelog
 			WHERE revision > ? AND revision <= ? ORDER BY revision, idx`),
 	}
@@ -419,3 +419,7 @@ func mapErr(err error) error {
 	}
 	return err
 }
+
+// headRevisionSQL reads the store's revision: the change log's last
+// revision, or meta's when trimming or compaction left the log empty.
+const headRevisionSQL = `SELECT max(revision, coalesce((SELECT max(revision) FROM changelog), 0)) FROM meta`

@@ -123,7 +123,7 @@ func newWriter(ctx context.Context, conn *sql.Conn, opts datastore.Options) (*wr
 		prep(&w.logEvent, `INSERT INTO changelog (revision, idx, type, key, old_value, new_value, version)
 			VALUES (?, ?, ?, ?, ?, ?, ?)`),
 		prep(&w.setRevision, `UPDATE meta SET revision = ?`),
-		prep(&w.getRevision, `SELECT revision FROM meta`),
+		prep(&w.getRevision, headRevisionSQL),
 		prep(&w.trimLog, `DELETE FROM changelog WHERE revision <= ?`),
 		prep(&w.setCompacted, `UPDATE meta SET compacted = max(compacted, ?)`),
 	)
@@ -192,9 +192,13 @@ func (w *writer) commit(batch []*request) {
 			}
 		}
 	}
-	if err == nil && w.rev > start {
+	// The head revision is the change log's last one, so a commit writes no
+	// meta page; only when log rows go (trim, compaction) does meta record
+	// the head, in case none is left.
+	trim := w.rev > start && w.rev >= w.lastTrim+w.trimEvery
+	if err == nil && (trim || compacted > 0) {
 		err = execStmt(w.setRevision, int64(w.rev))
-		if err == nil && w.rev >= w.lastTrim+w.trimEvery {
+		if err == nil && trim {
 			err = w.trim()
 		}
 	}
