@@ -1,6 +1,8 @@
 package gossip_test
 
 import (
+	"github.com/prometheus/client_golang/prometheus"
+
 	"bytes"
 	"context"
 	"errors"
@@ -488,5 +490,32 @@ func TestGossip_CloseAfterPubSubStopped(t *testing.T) {
 	peers[0].cancel()
 	if err := peers[0].g.Close(); err != nil {
 		t.Fatalf("close after the pubsub stopped: %v", err)
+	}
+}
+
+func TestGossip_Collector(t *testing.T) {
+	peers := newPeers(t, 2, quiet())
+	if _, err := peers[0].r.Set(context.Background(), "/m", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	waitConverged(t, 10*time.Second, peers...)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(peers[1].g.Collector())
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			name := f.GetName()
+			for _, l := range m.GetLabel() {
+				name += "," + l.GetValue()
+			}
+			got[name] = m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	if got["peerstate_gossip_changes_total,applied"] < 1 || got["peerstate_gossip_topic_peers"] != 1 {
+		t.Fatalf("metrics %v", got)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -195,6 +196,17 @@ func TestDaemons_ReplicateWatchAndRecover(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("c's watch saw nothing")
+	}
+
+	// Replication shows in the daemon's Prometheus metrics.
+	resp, err := http.Get("http://" + b.api + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !bytes.Contains(metrics, []byte(`peerstate_gossip_changes_total{event="applied"}`)) {
+		t.Fatalf("/metrics lacks the replication counters:\n%.2000s", metrics)
 	}
 
 	// get of an absent key exits 3; a stale cas exits 4.

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"io"
 	"log/slog"
 
@@ -73,3 +74,6 @@ func (a apiNode) Peers() []api.PeerInfo {
 }
 
 func (a apiNode) Connect(ctx context.Context, addr string) error { return a.n.Connect(ctx, addr) }
+
+// Collector exposes the node's replication metrics at /metrics.
+func (a apiNode) Collector() prometheus.Collector { return a.n.Gossip().Collector() }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -100,12 +101,17 @@ func (m *Main) runDaemon(ctx context.Context, cfg runConfig) (err error) {
 		}
 	}()
 
+	reg := prometheus.NewRegistry()
+	if m, ok := node.(interface{ Collector() prometheus.Collector }); ok {
+		reg.MustRegister(m.Collector()) // replication metrics beside the API's
+	}
 	srv := api.NewServer(store, node, api.ServerConfig{
-		Addr:    cfg.API,
-		Token:   cfg.Token,
-		Backend: cfg.Backend,
-		Version: version(),
-		Logger:  log,
+		Registry: reg,
+		Addr:     cfg.API,
+		Token:    cfg.Token,
+		Backend:  cfg.Backend,
+		Version:  version(),
+		Logger:   log,
 	})
 	ln, err := srv.Listen()
 	if err != nil {
