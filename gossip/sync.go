@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/event"
@@ -334,7 +333,7 @@ func (g *Gossip) serveSync(ctx context.Context, s network.Stream, cs *countingSt
 		_, err := writeFrame(cs, v)
 		return err
 	}
-	want, overlap := intersectPrefixes(g.r.Prefixes(), req.Prefixes)
+	want, overlap := replica.IntersectPrefixes(g.r.Prefixes(), req.Prefixes)
 	sent := 0
 	have := replica.Vector(req.Have)
 	g.r.ObservePeer(p.String(), have)
@@ -383,51 +382,6 @@ func (g *Gossip) serveSync(ctx context.Context, s network.Stream, cs *countingSt
 		}
 	}
 	return sent, write(syncFrame{V: FormatVersion, Done: true, Vector: vec, Prefixes: g.r.Prefixes()})
-}
-
-// normalizePrefixes turns prefixes into the replica's form: each ends in
-// "/" and covers the key before it and everything under it; nil means every
-// key.
-func normalizePrefixes(ps []string) []string {
-	var out []string
-	for _, p := range ps {
-		if p == "" || p == "/" {
-			return nil
-		}
-		if !strings.HasSuffix(p, "/") {
-			p += "/"
-		}
-		out = append(out, p)
-	}
-	slices.Sort(out)
-	return slices.Compact(out)
-}
-
-// intersectPrefixes returns prefixes covering exactly the keys under both a
-// and b (nil: every key), and whether there are any. Prefixes nest or are
-// disjoint, so the intersection is the inner one of each nested pair.
-func intersectPrefixes(a, b []string) ([]string, bool) {
-	na, nb := normalizePrefixes(a), normalizePrefixes(b)
-	if na == nil {
-		return nb, true
-	}
-	if nb == nil {
-		return na, true
-	}
-	var out []string
-	for _, p := range na {
-		for _, q := range nb {
-			switch {
-			case strings.HasPrefix(p, q):
-				out = append(out, p)
-			case strings.HasPrefix(q, p):
-				out = append(out, q)
-			}
-		}
-	}
-	slices.Sort(out)
-	out = slices.Compact(out)
-	return out, len(out) > 0
 }
 
 // syncLoop starts catch-ups: with peers already connected, with every newly

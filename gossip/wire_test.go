@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"slices"
 	"testing"
 	"time"
 
@@ -172,26 +171,6 @@ func TestReadFrame(t *testing.T) {
 	lie := []byte{0x80, 0x80, 0x80, 0x80, 0x04, 1, 2, 3}
 	if err := readFrame(bufio.NewReader(bytes.NewReader(lie)), 2<<30, &req); err == nil {
 		t.Fatal("short frame accepted")
-	}
-}
-
-func TestIntersectPrefixes(t *testing.T) {
-	for _, tc := range []struct {
-		a, b, want []string
-		overlap    bool
-	}{
-		{nil, nil, nil, true},
-		{nil, []string{"/x"}, []string{"/x/"}, true},
-		{[]string{"/"}, []string{"/x/"}, []string{"/x/"}, true},
-		{[]string{"/a/"}, []string{"/a/b"}, []string{"/a/b/"}, true},
-		{[]string{"/a/b/", "/c/"}, []string{"/a/"}, []string{"/a/b/"}, true},
-		{[]string{"/a/"}, []string{"/ab/"}, nil, false},
-		{[]string{"/a", "/b"}, []string{"/b/c", "/a"}, []string{"/a/", "/b/c/"}, true},
-	} {
-		got, overlap := intersectPrefixes(tc.a, tc.b)
-		if overlap != tc.overlap || !slices.Equal(got, tc.want) {
-			t.Errorf("intersect(%q, %q) = %q %v, want %q %v", tc.a, tc.b, got, overlap, tc.want, tc.overlap)
-		}
 	}
 }
 

@@ -193,7 +193,7 @@ func (r *Replica) BehindHorizon(have Vector) bool {
 // sender had incorporated (at or below cover), was deleted and collected
 // there, so it is dropped here too. It returns how many keys it dropped.
 func (r *Replica) Reconcile(ctx context.Context, cover Vector, senderPrefixes []string, received map[string]bool) (int, error) {
-	if !coversAll(normalizePrefixes(senderPrefixes), r.prefixes) {
+	if !coversAll(NormalizePrefixes(senderPrefixes), r.prefixes) {
 		return 0, nil
 	}
 	r.mu.Lock()

@@ -134,7 +134,7 @@ func New(ctx context.Context, local datastore.Store, cfg Config) (*Replica, erro
 	r := &Replica{
 		local:    local,
 		cfg:      cfg,
-		prefixes: normalizePrefixes(cfg.Prefixes),
+		prefixes: NormalizePrefixes(cfg.Prefixes),
 		clock:    &hlcClock{now: cfg.Now, maxSkew: cfg.MaxClockSkew},
 		seqs:     map[string]*seqSet{},
 	}
@@ -148,7 +148,10 @@ func New(ctx context.Context, local datastore.Store, cfg Config) (*Replica, erro
 	return r, nil
 }
 
-func normalizePrefixes(ps []string) []string {
+// NormalizePrefixes puts a prefix set in canonical form: each prefix ends in
+// "/" and covers the key before it and everything under it ("/a/" covers /a
+// and /a/...), sorted without duplicates; nil means every key.
+func NormalizePrefixes(ps []string) []string {
 	var out []string
 	for _, p := range ps {
 		if p == "" || p == "/" {
@@ -161,6 +164,32 @@ func normalizePrefixes(ps []string) []string {
 	}
 	slices.Sort(out)
 	return slices.Compact(out)
+}
+
+// IntersectPrefixes returns the keys both prefix sets cover, as a prefix
+// set, and whether they overlap at all.
+func IntersectPrefixes(a, b []string) ([]string, bool) {
+	na, nb := NormalizePrefixes(a), NormalizePrefixes(b)
+	if na == nil {
+		return nb, true
+	}
+	if nb == nil {
+		return na, true
+	}
+	var out []string
+	for _, p := range na {
+		for _, q := range nb {
+			switch {
+			case strings.HasPrefix(p, q):
+				out = append(out, p)
+			case strings.HasPrefix(q, p):
+				out = append(out, q)
+			}
+		}
+	}
+	slices.Sort(out)
+	out = slices.Compact(out)
+	return out, len(out) > 0
 }
 
 // load reads the watermarks and the latest HLC of our own writes.

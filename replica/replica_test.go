@@ -2,6 +2,7 @@ package replica_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -25,4 +26,24 @@ func TestConformance(t *testing.T) {
 		t.Cleanup(func() { r.Close() })
 		return r
 	})
+}
+
+func TestIntersectPrefixes(t *testing.T) {
+	for _, tc := range []struct {
+		a, b, want []string
+		overlap    bool
+	}{
+		{nil, nil, nil, true},
+		{nil, []string{"/x"}, []string{"/x/"}, true},
+		{[]string{"/"}, []string{"/x/"}, []string{"/x/"}, true},
+		{[]string{"/a/"}, []string{"/a/b"}, []string{"/a/b/"}, true},
+		{[]string{"/a/b/", "/c/"}, []string{"/a/"}, []string{"/a/b/"}, true},
+		{[]string{"/a/"}, []string{"/ab/"}, nil, false},
+		{[]string{"/a", "/b"}, []string{"/b/c", "/a"}, []string{"/a/", "/b/c/"}, true},
+	} {
+		got, overlap := replica.IntersectPrefixes(tc.a, tc.b)
+		if overlap != tc.overlap || !slices.Equal(got, tc.want) {
+			t.Errorf("intersect(%q, %q) = %q %v, want %q %v", tc.a, tc.b, got, overlap, tc.want, tc.overlap)
+		}
+	}
 }

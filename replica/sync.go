@@ -36,7 +36,7 @@ func (r *Replica) ChangesSince(ctx context.Context, have Vector, prefixes []stri
 	if batch <= 0 {
 		batch = 256
 	}
-	want := normalizePrefixes(prefixes)
+	want := NormalizePrefixes(prefixes)
 	cover, err := r.Watermarks(ctx)
 	if err != nil {
 		return nil, err
@@ -102,7 +102,7 @@ func (r *Replica) ChangesSince(ctx context.Context, have Vector, prefixes []stri
 // unless the sender replicates every prefix this replica does: otherwise
 // the sender's vector says nothing about keys it does not hold.
 func (r *Replica) Advance(ctx context.Context, v Vector, senderPrefixes []string) error {
-	if !coversAll(normalizePrefixes(senderPrefixes), r.prefixes) {
+	if !coversAll(NormalizePrefixes(senderPrefixes), r.prefixes) {
 		return nil
 	}
 	r.mu.Lock()
