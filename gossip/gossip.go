@@ -392,6 +392,9 @@ func (g *Gossip) publish(changes []replica.Change) {
 type received struct {
 	changes []replica.Change      // validated; values left out have Value nil
 	pending map[int]*announcement // by index into changes
+	// foreign are changes to keys we do not replicate, values dropped: the
+	// replica skips them but counts them toward the origin's watermark.
+	foreign []replica.Change
 }
 
 // validate is the topic validator; see the package doc.
@@ -417,14 +420,14 @@ func (g *Gossip) validate(ctx context.Context, from peer.ID, msg *pubsub.Message
 		return g.reject(from, ReasonForgedOrigin)
 	}
 	rc := &received{changes: make([]replica.Change, 0, len(m.Changes))}
-	skipped := 0
 	for _, w := range m.Changes {
 		c, ann, err := w.change(m.Origin, g.cfg.MaxValueSize)
 		if err != nil {
 			return g.reject(from, reasonOf(err))
 		}
 		if !g.r.Replicates(c.Key) {
-			skipped++
+			c.Value = nil
+			rc.foreign = append(rc.foreign, c)
 			continue
 		}
 		if ann != nil {
@@ -439,7 +442,6 @@ func (g *Gossip) validate(ctx context.Context, from peer.ID, msg *pubsub.Message
 		g.st.ignore(ReasonStale)
 		return pubsub.ValidationIgnore
 	}
-	g.st.skipped.Add(uint64(skipped))
 	msg.ValidatorData = rc
 	return pubsub.ValidationAccept
 }
@@ -529,7 +531,7 @@ func (g *Gossip) receiveLoop() {
 				}
 			}
 		}
-		if len(ready) > 0 {
+		if ready = append(ready, rc.foreign...); len(ready) > 0 {
 			g.apply(g.ctx, msg.ReceivedFrom, ready)
 		}
 	}

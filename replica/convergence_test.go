@@ -342,3 +342,43 @@ func TestReplica_RejectsBadChanges(t *testing.T) {
 		t.Fatalf("user write to reserved key: %v", err)
 	}
 }
+
+// A replica of some prefixes still counts the changes it skips as
+// incorporated, so its watermark keeps up with a writer of other keys too.
+func TestReplica_PartialWatermark(t *testing.T) {
+	ctx := context.Background()
+	a, err := replica.New(ctx, memory.New(), replica.Config{ID: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := replica.New(ctx, memory.New(), replica.Config{ID: "b", Prefixes: []string{"/peers/"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	var sent []replica.Change
+	a.SetBroadcaster(broadcastFunc(func(cs []replica.Change) { sent = append(sent, cs...) }))
+	for _, k := range []string{"/peers/x", "/local/y", "/peers/z"} {
+		if _, err := a.Set(ctx, k, []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := b.Apply(ctx, "a", sent)
+	if err != nil || res.Applied != 2 || res.Skipped != 1 {
+		t.Fatalf("apply = %+v, %v", res, err)
+	}
+	if v, _ := b.Watermarks(ctx); v["a"] != 3 {
+		t.Fatalf("b's watermark for a is %d, want 3", v["a"])
+	}
+	if _, err := b.Get(ctx, "/local/y"); err == nil {
+		t.Fatal("b holds a key outside its prefixes")
+	}
+}
+
+type broadcastFunc func([]replica.Change)
+
+func (f broadcastFunc) Broadcast(_ context.Context, cs []replica.Change) error {
+	f(cs)
+	return nil
+}

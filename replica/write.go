@@ -173,12 +173,14 @@ func (r *Replica) Apply(ctx context.Context, from string, changes []Change) (App
 	latest := map[string]Change{} // the newest change of each key in the batch
 	var order []string
 	var valid []Change
+	var skipped []Change // not ours to hold, yet incorporated: they count for watermarks
 	for _, c := range changes {
 		if err := c.Validate(r.cfg.MaxValueSize); err != nil {
 			invalid = append(invalid, err)
 			continue
 		}
 		if !r.Replicates(c.Key) {
+			skipped = append(skipped, c)
 			res.Skipped++
 			continue
 		}
@@ -190,12 +192,12 @@ func (r *Replica) Apply(ctx context.Context, from string, changes []Change) (App
 			latest[c.Key] = c
 		}
 	}
-	if len(valid) > 0 {
+	if len(valid)+len(skipped) > 0 {
 		r.mu.Lock()
 		var err error
 		for attempt := 0; ; attempt++ {
 			var n ApplyResult
-			n, err = r.applyOnce(ctx, valid, order, latest)
+			n, err = r.applyOnce(ctx, valid, skipped, order, latest)
 			if errors.Is(err, errLocalRace) && attempt < maxAttempts {
 				continue
 			}
@@ -213,7 +215,7 @@ func (r *Replica) Apply(ctx context.Context, from string, changes []Change) (App
 	return res, nil
 }
 
-func (r *Replica) applyOnce(ctx context.Context, valid []Change, order []string, latest map[string]Change) (ApplyResult, error) {
+func (r *Replica) applyOnce(ctx context.Context, valid, skipped []Change, order []string, latest map[string]Change) (ApplyResult, error) {
 	var res ApplyResult
 	seqs := map[string]*seqSet{} // tentative copies, kept only if the commit succeeds
 	seqsOf := func(origin string) *seqSet {
@@ -254,7 +256,7 @@ func (r *Replica) applyOnce(ctx context.Context, valid []Change, order []string,
 		res.Applied++
 	}
 	res.Stale += len(valid) - len(order) // superseded within the batch
-	for _, c := range valid {
+	for _, c := range append(valid, skipped...) {
 		s := seqsOf(c.Origin)
 		_, known := r.seqs[c.Origin]
 		if s.add(c.Seq) || !known {
