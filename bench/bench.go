@@ -1,6 +1,7 @@
 // Package bench runs the standard store workloads (package storetest) on
-// every backend side by side in one run — memory, SQLite, Badger and etcd
-// running in-process as the reference — next to raw modernc.org/sqlite with
+// every backend side by side in one run — memory, SQLite, Badger, the
+// replication layer over SQLite, and etcd running in-process as the
+// reference — next to raw modernc.org/sqlite with
 // the same durability settings, so each figure reads as a ratio on the same
 // machine at the same moment. `go test -bench . ./bench/` and
 // `peerstate bench` both run it.
@@ -23,6 +24,7 @@ import (
 	"github.com/univrs/peerstate/datastore/sqlite"
 	"github.com/univrs/peerstate/datastore/storetest"
 	"github.com/univrs/peerstate/internal/etcdtest"
+	"github.com/univrs/peerstate/replica"
 )
 
 // Backend opens fresh stores of one kind.
@@ -52,6 +54,19 @@ func Backends() []Backend {
 				return nil, nil, err
 			}
 			return s, func() { s.Close() }, nil
+		}},
+		{"replica/sqlite", func(dir string) (datastore.Store, func(), error) {
+			// The replication layer over the default backend, without a network.
+			local, err := sqlite.Open(filepath.Join(dir, "bench.db"))
+			if err != nil {
+				return nil, nil, err
+			}
+			r, err := replica.New(context.Background(), local, replica.Config{ID: "bench"})
+			if err != nil {
+				local.Close()
+				return nil, nil, err
+			}
+			return r, func() { r.Close() }, nil
 		}},
 		{"etcd", func(dir string) (datastore.Store, func(), error) {
 			srv, err := etcdtest.New(etcdtest.WithDir(dir))

@@ -113,7 +113,7 @@ func (r *Replica) CollectTombstones(ctx context.Context, peers []string) (int, e
 		err := r.scanRange(ctx, indexRoot+origin+"/", indexKey(origin, from), indexKey(origin, upto), func(e datastore.Entry) error {
 			key := string(e.Value)
 			c, local, found, err := r.currentLocal(ctx, key)
-			if err != nil || !found || !c.Deleted || c.Origin != origin {
+			if err != nil || !found || !c.Deleted || c.Origin != origin || r.inflight[key] != nil {
 				return err
 			}
 			if c.HLC > cutoff {
@@ -207,7 +207,7 @@ func (r *Replica) Reconcile(ctx context.Context, cover Vector, senderPrefixes []
 		}
 		err := r.scanRange(ctx, indexRoot+origin+"/", "", indexKey(origin, upto), func(e datastore.Entry) error {
 			key := string(e.Value)
-			if received[key] {
+			if received[key] || r.inflight[key] != nil {
 				return nil
 			}
 			c, local, found, err := r.currentLocal(ctx, key)

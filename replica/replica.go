@@ -102,15 +102,20 @@ type Replica struct {
 	clock    *hlcClock
 	bc       atomic.Pointer[Broadcaster]
 
-	// mu serializes writes to the local store, local and remote alike, so
-	// sequence numbers are committed in order and watermarks never race.
-	mu        sync.Mutex
-	seqs      map[string]*seqSet  // per origin; seqs[cfg.ID].contig is our last sequence number
-	peers     map[string]observed // other peers' vectors, from catch-up exchanges
-	collected Vector              // per origin: tombstones up to here may be gone
-	scanned   Vector              // per origin: no collectable tombstone up to here
-	floor     uint64              // versions of collected keys are at most this
-	close     sync.Once
+	// mu guards the replication state. Remote changes, watermarks and
+	// tombstone collection are written under it; local writes are planned
+	// under it and commit outside it, their keys marked in flight.
+	mu          sync.Mutex
+	inflight    map[string]chan struct{} // keys of local writes committing; closed when done
+	seqNext     uint64                   // our next sequence number
+	seqReserved uint64                   // numbers up to here are reserved on disk
+	reserving   chan struct{}            // the local write reserving the next block, while it commits
+	seqs        map[string]*seqSet       // per origin; seqs[cfg.ID] counts our numbers done
+	peers       map[string]observed      // other peers' vectors, from catch-up exchanges
+	collected   Vector                   // per origin: tombstones up to here may be gone
+	scanned     Vector                   // per origin: no collectable tombstone up to here
+	floor       uint64                   // versions of collected keys are at most this
+	close       sync.Once
 }
 
 // New wraps local, loading the replication state it keeps. The replica owns
@@ -137,6 +142,7 @@ func New(ctx context.Context, local datastore.Store, cfg Config) (*Replica, erro
 		prefixes: NormalizePrefixes(cfg.Prefixes),
 		clock:    &hlcClock{now: cfg.Now, maxSkew: cfg.MaxClockSkew},
 		seqs:     map[string]*seqSet{},
+		inflight: map[string]chan struct{}{},
 	}
 	r.Writes = engine.Writes{C: committer{r}, MaxValueSize: cfg.MaxValueSize}
 	if cfg.Broadcaster != nil {
@@ -217,6 +223,12 @@ func (r *Replica) load(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Our numbering resumes past the last reserved block.
+	if r.seqs[r.cfg.ID] == nil {
+		r.seqs[r.cfg.ID] = &seqSet{}
+	}
+	r.seqReserved = r.seqs[r.cfg.ID].contig
+	r.seqNext = r.seqReserved + 1
 	if e, err := r.local.Get(ctx, floorKey); err == nil {
 		if r.floor, err = strconv.ParseUint(string(e.Value), 10, 64); err != nil {
 			return fmt.Errorf("replica: corrupt version floor: %w", err)

@@ -16,9 +16,13 @@ const maxAttempts = 16
 
 type committer struct{ r *Replica }
 
-// Commit runs a local write: it plans it with the shared engine against the
-// replicated state, then commits the new envelopes, the index and our
-// sequence number in one local transaction, and broadcasts the changes.
+// Commit runs a local write. It is planned under the replica's lock with the
+// shared engine against the replicated state, given sequence numbers and HLC
+// timestamps, and its keys are marked in flight; then the lock is released
+// and the envelopes and index commit in one local transaction, concurrently
+// with other local writes, so a backend with group commit syncs once for
+// many of them. A write that touches a key in flight waits for it first.
+// Each local write stays one local commit with its own revision.
 func (c committer) Commit(ctx context.Context, req engine.Request) (datastore.TxnResult, error) {
 	r := c.r
 	for _, op := range req.Ops {
@@ -26,26 +30,74 @@ func (c committer) Commit(ctx context.Context, req engine.Request) (datastore.Tx
 			return datastore.TxnResult{}, validateUserKey(op.Key)
 		}
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	for attempt := 0; ; attempt++ {
-		res, changes, err := r.commitOnce(ctx, req)
-		if errors.Is(err, errLocalRace) && attempt < maxAttempts {
-			continue
+		r.mu.Lock()
+		if wait := r.inFlight(req.Ops); wait != nil {
+			r.mu.Unlock()
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return datastore.TxnResult{}, ctx.Err()
+			}
+		}
+		w, wait, err := r.planLocal(ctx, req)
+		r.mu.Unlock()
+		if wait != nil {
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return datastore.TxnResult{}, ctx.Err()
+			}
+		}
+		if err != nil || w.ops == nil {
+			return w.result, err
+		}
+		res, err := r.local.Txn(ctx, w.ops...)
+		r.mu.Lock()
+		r.finishLocal(w, err == nil)
+		r.mu.Unlock()
+		if errors.Is(err, datastore.ErrTxnFailed) && attempt < maxAttempts {
+			continue // a writer outside the replica changed a key: plan again
 		}
 		if err != nil {
-			return datastore.TxnResult{}, err
+			return datastore.TxnResult{}, fmt.Errorf("replica: commit: %w", err)
 		}
-		if len(changes) > 0 {
-			r.broadcast(ctx, changes)
+		if len(w.changes) > 0 {
+			r.broadcast(ctx, w.changes)
 		}
-		return res, nil
+		w.result.Revision = res.Revision
+		return w.result, nil
 	}
 }
 
-var errLocalRace = errors.New("replica: local store changed underneath")
+// localWrite is a planned local write.
+type localWrite struct {
+	ops     []datastore.Op // nil: nothing to commit
+	changes []Change       // the replicated ones, to broadcast
+	seqs    []uint64
+	keys    []string // marked in flight
+	done    chan struct{}
+	result  datastore.TxnResult
+	reserve uint64 // the end of the block of numbers this write reserves, if it does
+}
 
-func (r *Replica) commitOnce(ctx context.Context, req engine.Request) (datastore.TxnResult, []Change, error) {
+// inFlight returns a channel closed when a local write in flight on one of
+// the ops' keys finishes, or nil when none is.
+func (r *Replica) inFlight(ops []datastore.Op) <-chan struct{} {
+	for _, op := range ops {
+		if ch := r.inflight[op.Key]; ch != nil {
+			return ch
+		}
+	}
+	return nil
+}
+
+// planLocal plans req; the caller holds r.mu. It returns a channel to wait
+// on instead when the write needs sequence numbers from a block whose
+// reservation is still committing.
+func (r *Replica) planLocal(ctx context.Context, req engine.Request) (localWrite, <-chan struct{}, error) {
 	prev := map[string]localState{}
 	read := func(key string) (engine.Record, bool, error) {
 		c, e, found, err := r.currentLocal(ctx, key)
@@ -63,58 +115,95 @@ func (r *Replica) commitOnce(ctx context.Context, req engine.Request) (datastore
 	}
 	plan, err := engine.Build(req, 1, r.cfg.Now(), r.cfg.DeleteMissingOK, read)
 	if err != nil {
-		return datastore.TxnResult{}, nil, fmt.Errorf("replica: %w", err)
+		return localWrite{}, nil, fmt.Errorf("replica: %w", err)
 	}
+	w := localWrite{result: plan.Result}
 	if len(plan.Writes) == 0 {
-		rev, err := r.localRevision(ctx)
-		plan.Result.Revision = rev
-		return plan.Result, nil, err
+		w.result.Revision, err = r.localRevision(ctx)
+		return w, nil, err
 	}
-	self := r.seqs[r.cfg.ID]
-	if self == nil {
-		self = &seqSet{}
+	need := 0
+	for _, pw := range plan.Writes {
+		if r.Replicates(pw.Key) {
+			need++
+		}
 	}
-	seq := self.contig
-	var ops []datastore.Op
-	var changes []Change
+	if need > 0 && r.seqNext+uint64(need)-1 > r.seqReserved {
+		// Numbers are reserved in blocks, recorded in the same local
+		// transaction as the first write that uses the block: after a crash
+		// numbering resumes past the block, and no number is used twice.
+		// Until that write commits, no other write takes numbers from it.
+		if r.reserving != nil {
+			return localWrite{}, r.reserving, nil
+		}
+		w.reserve = r.seqNext - 1 + uint64(max(need, seqBlock))
+		w.ops = append(w.ops, datastore.OpSet(watermarkKey(r.cfg.ID), []byte(strconv.FormatUint(w.reserve, 10))))
+	}
 	for key, p := range prev {
-		ops = append(ops, datastore.OpCheckVersion(key, p.version))
+		w.ops = append(w.ops, datastore.OpCheckVersion(key, p.version))
 	}
-	for _, w := range plan.Writes {
+	for _, pw := range plan.Writes {
 		ch := Change{
-			Key: w.Key, Value: w.Value, Deleted: w.Deleted, Version: w.Version,
+			Key: pw.Key, Value: pw.Value, Deleted: pw.Deleted, Version: pw.Version,
 			HLC: r.clock.Next(), Origin: r.cfg.ID,
-			CreatedAt: w.CreatedAt.UnixNano(), UpdatedAt: w.UpdatedAt.UnixNano(),
+			CreatedAt: pw.CreatedAt.UnixNano(), UpdatedAt: pw.UpdatedAt.UnixNano(),
 		}
 		if ch.Deleted {
 			ch.Value = nil
 		}
-		if r.Replicates(w.Key) {
-			seq++
-			ch.Seq = seq
-			changes = append(changes, ch)
+		if r.Replicates(pw.Key) {
+			ch.Seq = r.seqNext
+			r.seqNext++
+			w.seqs = append(w.seqs, ch.Seq)
+			w.changes = append(w.changes, ch)
 		}
-		wops, err := r.replaceOps(prev[w.Key].change, prev[w.Key].found, ch)
+		wops, err := r.replaceOps(prev[pw.Key].change, prev[pw.Key].found, ch)
 		if err != nil {
-			return datastore.TxnResult{}, nil, err
+			r.abandon(w.seqs)
+			return localWrite{}, nil, err
 		}
-		ops = append(ops, wops...)
+		w.ops = append(w.ops, wops...)
 	}
-	if seq != self.contig {
-		ops = append(ops, datastore.OpSet(watermarkKey(r.cfg.ID), []byte(strconv.FormatUint(seq, 10))))
+	w.done = make(chan struct{})
+	for key := range prev {
+		r.inflight[key] = w.done
+		w.keys = append(w.keys, key)
 	}
-	res, err := r.local.Txn(ctx, ops...)
-	if errors.Is(err, datastore.ErrTxnFailed) {
-		return datastore.TxnResult{}, nil, errLocalRace
+	if w.reserve > 0 {
+		r.reserving = w.done
 	}
-	if err != nil {
-		return datastore.TxnResult{}, nil, fmt.Errorf("replica: commit: %w", err)
-	}
-	self.contig = seq
-	r.seqs[r.cfg.ID] = self
-	plan.Result.Revision = res.Revision
-	return plan.Result, changes, nil
+	return w, nil, nil
 }
+
+// seqBlock is how many sequence numbers a reservation covers.
+const seqBlock = 1024
+
+// finishLocal ends a local write, committed or not; the caller holds r.mu.
+// Its sequence numbers count as done either way: a failed write's numbers
+// are never used.
+func (r *Replica) finishLocal(w localWrite, committed bool) {
+	for _, key := range w.keys {
+		delete(r.inflight, key)
+	}
+	if w.reserve > 0 {
+		if committed {
+			r.seqReserved = w.reserve
+		}
+		r.reserving = nil
+	}
+	close(w.done)
+	r.abandon(w.seqs)
+}
+
+// abandon marks sequence numbers as done; the caller holds r.mu.
+func (r *Replica) abandon(seqs []uint64) {
+	self := r.seqs[r.cfg.ID]
+	for _, s := range seqs {
+		self.add(s)
+	}
+}
+
+var errLocalRace = errors.New("replica: local store changed underneath")
 
 type localState struct {
 	change  Change
@@ -201,6 +290,18 @@ func (r *Replica) Apply(ctx context.Context, from string, changes []Change) (App
 			if errors.Is(err, errLocalRace) && attempt < maxAttempts {
 				continue
 			}
+			var busy errBusy
+			if errors.As(err, &busy) { // wait out the local write, then plan again
+				r.mu.Unlock()
+				select {
+				case <-busy.wait:
+				case <-ctx.Done():
+					return res, ctx.Err()
+				}
+				r.mu.Lock()
+				attempt--
+				continue
+			}
 			res.Applied, res.Stale = n.Applied, n.Stale
 			break
 		}
@@ -232,6 +333,9 @@ func (r *Replica) applyOnce(ctx context.Context, valid, skipped []Change, order 
 	var ops []datastore.Op
 	for _, key := range order {
 		c := latest[key]
+		if ch := r.inflight[key]; ch != nil {
+			return res, errBusy{ch}
+		}
 		r.clock.Observe(c.HLC)
 		old, local, found, err := r.currentLocal(ctx, key)
 		if err != nil {
@@ -257,6 +361,9 @@ func (r *Replica) applyOnce(ctx context.Context, valid, skipped []Change, order 
 	}
 	res.Stale += len(valid) - len(order) // superseded within the batch
 	for _, c := range append(valid, skipped...) {
+		if c.Origin == r.cfg.ID {
+			continue // our own numbering is counted where it is handed out
+		}
 		s := seqsOf(c.Origin)
 		_, known := r.seqs[c.Origin]
 		if s.add(c.Seq) || !known {
@@ -278,6 +385,12 @@ func (r *Replica) applyOnce(ctx context.Context, valid, skipped []Change, order 
 	}
 	return res, nil
 }
+
+// errBusy sends Apply to wait for a local write in flight on one of its
+// keys.
+type errBusy struct{ wait <-chan struct{} }
+
+func (errBusy) Error() string { return "replica: key busy with a local write" }
 
 // dedupWatermarkOps keeps the last write of each key: a batch may move one
 // origin's watermark several times.

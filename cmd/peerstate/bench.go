@@ -19,7 +19,7 @@ func benchCommand() *command {
 	}
 	c.setup = func(m *Main, fs *flag.FlagSet) runner {
 		benchtime := fs.Duration("benchtime", time.Second, "target time of each measurement")
-		names := fs.String("backends", "memory,sqlite,badger,etcd", "comma-separated backends to measure")
+		names := fs.String("backends", "memory,sqlite,badger,replica/sqlite,etcd", "comma-separated backends to measure")
 		verbose := fs.Bool("v", false, "report each measurement on stderr as it completes")
 		return func(ctx context.Context, args []string) error {
 			if len(args) > 0 {
