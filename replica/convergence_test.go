@@ -382,3 +382,96 @@ func (f broadcastFunc) Broadcast(_ context.Context, cs []replica.Change) error {
 	f(cs)
 	return nil
 }
+
+// Local writes, remote applies and catch-ups all run at once on every
+// replica; once they stop and one catch-up round runs, all converge and no
+// acknowledged write is lost.
+func TestReplica_ConcurrentConvergence(t *testing.T) {
+	net := newNet(t, 3, 7, 0.2, 0.1)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var acks []ack
+	errs := make(chan error, 64)
+	for i, r := range net.replicas {
+		for g := range 3 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rng := rand.New(rand.NewPCG(uint64(i), uint64(g)))
+				for range 60 {
+					if a, ok := randomOp(rng, r, 10); ok {
+						mu.Lock()
+						acks = append(acks, a)
+						mu.Unlock()
+					}
+				}
+			}()
+		}
+	}
+	stop := make(chan struct{})
+	var bg sync.WaitGroup
+	bg.Add(1)
+	go func() { // deliveries and catch-ups while the writers run
+		defer bg.Done()
+		for n := 0; ; n++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			net.mu.Lock()
+			var d *delivery
+			if len(net.queue) > 0 {
+				d = &net.queue[0]
+				net.queue = net.queue[1:]
+			}
+			net.mu.Unlock()
+			if d != nil {
+				if _, err := net.replicas[d.to].Apply(ctx, fmt.Sprintf("peer%d", d.from), d.changes); err != nil {
+					errs <- err
+					return
+				}
+			}
+			if n%20 == 0 {
+				from, to := net.replicas[n%3], net.replicas[(n/3+1)%3]
+				if from != to {
+					have, _ := to.Watermarks(ctx)
+					cover, err := from.ChangesSince(ctx, have, nil, 32, func(cs []replica.Change) error {
+						_, err := to.Apply(ctx, from.ID(), cs)
+						return err
+					})
+					if err == nil {
+						err = to.Advance(ctx, cover, nil)
+					}
+					if err != nil {
+						errs <- err
+						return
+					}
+				}
+			}
+		}
+	}()
+	wg.Wait()
+	close(stop)
+	bg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	net.deliverSome(t, 1<<30)
+	for _, to := range net.replicas {
+		for _, from := range net.replicas {
+			if from != to {
+				pull(t, from, to)
+			}
+		}
+	}
+	assertConverged(t, net.replicas)
+	for _, a := range acks {
+		c, found, err := net.replicas[0].Current(ctx, a.key)
+		if err != nil || !found || c.Version < a.version {
+			t.Fatalf("acknowledged %+v lost: final %+v", a, c)
+		}
+	}
+}
