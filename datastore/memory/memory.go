@@ -20,6 +20,11 @@ var (
 	_ datastore.Compacter = (*Store)(nil)
 )
 
+// DefaultChangeLogRetention is how many revisions a memory store's change
+// log keeps by default: smaller than the durable backends', since the log
+// lives in memory beside the data (simulations run many stores).
+const DefaultChangeLogRetention = 10_000
+
 // Store is an in-memory datastore.Store. Its change log is the hub's
 // in-memory tail, which keeps Options.ChangeLogRetention revisions.
 type Store struct {
@@ -35,7 +40,7 @@ type Store struct {
 
 // New returns an empty store.
 func New(opts ...datastore.Option) *Store {
-	o := datastore.ApplyOptions(datastore.Options{}, opts...)
+	o := datastore.ApplyOptions(datastore.Options{ChangeLogRetention: DefaultChangeLogRetention}, opts...)
 	s := &Store{
 		opts: o,
 		tree: btree.NewG(32, func(a, b engine.Record) bool { return a.Key < b.Key }),
