@@ -11,8 +11,8 @@ import (
 	badgerdb "github.com/dgraph-io/badger/v4"
 
 	"github.com/univrs/peerstate/datastore"
-	"github.com/univrs/peerstate/datastore/internal/hub"
 	"github.com/univrs/peerstate/internal/engine"
+	"github.com/univrs/peerstate/internal/hub"
 )
 
 var (

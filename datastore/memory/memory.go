@@ -11,8 +11,8 @@ import (
 	"github.com/google/btree"
 
 	"github.com/univrs/peerstate/datastore"
-	"github.com/univrs/peerstate/datastore/internal/hub"
 	"github.com/univrs/peerstate/internal/engine"
+	"github.com/univrs/peerstate/internal/hub"
 )
 
 var (

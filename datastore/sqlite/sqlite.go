@@ -38,8 +38,8 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/univrs/peerstate/datastore"
-	"github.com/univrs/peerstate/datastore/internal/hub"
 	"github.com/univrs/peerstate/internal/engine"
+	"github.com/univrs/peerstate/internal/hub"
 )
 
 var (

@@ -8,8 +8,8 @@ import (
 	"sync/atomic"
 
 	"github.com/univrs/peerstate/datastore"
-	"github.com/univrs/peerstate/datastore/internal/hub"
 	"github.com/univrs/peerstate/internal/engine"
+	"github.com/univrs/peerstate/internal/hub"
 )
 
 // request is one write request (or a compaction) waiting for the writer.
