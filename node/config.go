@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	ma "github.com/multiformats/go-multiaddr"
@@ -116,6 +117,13 @@ func (c Config) Validate() error {
 	}
 	if c.PSK != nil && len(c.PSK) != 32 {
 		errs = append(errs, fmt.Errorf("private network key: %d bytes, want 32", len(c.PSK)))
+	}
+	if c.PSK != nil {
+		for _, a := range c.ListenAddrs {
+			if strings.Contains(a, "/quic") || strings.Contains(a, "/webtransport") {
+				errs = append(errs, fmt.Errorf("listen address %q: a private network runs over TCP only (QUIC cannot carry its key)", a))
+			}
+		}
 	}
 	if c.DHT && (c.Rendezvous == "" || c.DHTInterval <= 0) {
 		errs = append(errs, errors.New("DHT on without a rendezvous namespace or lookup interval"))

@@ -163,3 +163,28 @@ func TestNode_CollectsTombstones(t *testing.T) {
 		})
 	}
 }
+
+func TestNode_PrivateNetwork(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	psk := func(b byte) []byte { k := make([]byte, 32); k[0] = b; return k }
+	cfg := func(key []byte) node.Config {
+		c := testConfig(t, t.TempDir())
+		c.Backend, c.PSK = node.BackendMemory, key
+		return c
+	}
+	a := startNode(t, cfg(psk(1)))
+	same := startNode(t, cfg(psk(1)))
+	other := startNode(t, cfg(psk(2)))
+	if err := same.Connect(ctx, a.Addrs()[0].String()); err != nil {
+		t.Fatalf("peer with the same key: %v", err)
+	}
+	if err := other.Connect(ctx, a.Addrs()[0].String()); err == nil {
+		t.Fatal("a peer with another key connected to the private network")
+	}
+	bad := node.DefaultConfig()
+	bad.PSK = psk(1) // the default listens on QUIC too
+	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "QUIC") {
+		t.Fatalf("PSK with a QUIC listen address: %v", err)
+	}
+}
