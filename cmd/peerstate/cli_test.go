@@ -494,3 +494,22 @@ func TestCLI_Bench(t *testing.T) {
 	}
 	execute(t, env{}, "", "bench", "--backends", "nope").want(t, exitUsage, "unknown backend")
 }
+
+func TestCLI_PrivateNetwork(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "swarm.key")
+	os.WriteFile(key, []byte("/key/swarm/psk/1.0.0/\n/base16/\n"+strings.Repeat("ab", 32)+"\n"), 0o600)
+	d := startDaemon(t, env{}, "--backend", "memory", "--psk", key, "--dht")
+	execute(t, d.env, "", "put", "/a", "1").want(t, exitOK, "")
+
+	bad := filepath.Join(t.TempDir(), "bad.key")
+	os.WriteFile(bad, []byte("not a key"), 0o600)
+	ready := make(chan string, 1)
+	var stderr syncBuffer
+	m := &Main{Stdin: strings.NewReader(""), Stdout: &syncBuffer{}, Stderr: &stderr, Getenv: env{}.getenv,
+		OnReady: func(addr string) { ready <- addr }}
+	t.Chdir(t.TempDir())
+	code := m.Execute(context.Background(), []string{"run", "--api", "127.0.0.1:0", "--listen", "/ip4/127.0.0.1/tcp/0", "--mdns=false", "--psk", bad})
+	if code != exitError || !strings.Contains(stderr.String(), "private network key") {
+		t.Fatalf("run with a bad key file: exit %d, %q", code, stderr.String())
+	}
+}

@@ -34,6 +34,8 @@ type runConfig struct {
 	Token         string   `json:"token" toml:"token"`
 	EtcdEndpoints []string `json:"etcd_endpoints" toml:"etcd_endpoints"`
 	MDNS          bool     `json:"mdns" toml:"mdns"`
+	DHT           bool     `json:"dht" toml:"dht"`
+	PSKFile       string   `json:"psk_file" toml:"psk_file"`
 	LogLevel      string   `json:"log_level" toml:"log_level"`
 }
 
@@ -93,12 +95,15 @@ func applyEnv(getenv func(string) string, cfg *runConfig) error {
 	str("PEERSTATE_TOKEN", &cfg.Token)
 	list("PEERSTATE_ETCD_ENDPOINTS", &cfg.EtcdEndpoints)
 	str("PEERSTATE_LOG_LEVEL", &cfg.LogLevel)
-	if v := getenv("PEERSTATE_MDNS"); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			return fmt.Errorf("PEERSTATE_MDNS=%q: want true or false", v)
+	str("PEERSTATE_PSK_FILE", &cfg.PSKFile)
+	for name, dst := range map[string]*bool{"PEERSTATE_MDNS": &cfg.MDNS, "PEERSTATE_DHT": &cfg.DHT} {
+		if v := getenv(name); v != "" {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("%s=%q: want true or false", name, v)
+			}
+			*dst = b
 		}
-		cfg.MDNS = b
 	}
 	return nil
 }

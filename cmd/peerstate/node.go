@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/libp2p/go-libp2p/core/pnet"
 	"github.com/prometheus/client_golang/prometheus"
 	"io"
 	"log/slog"
+	"os"
 
 	"github.com/univrs/peerstate/api"
 	"github.com/univrs/peerstate/datastore"
@@ -39,7 +41,18 @@ func openNode(ctx context.Context, cfg runConfig, log *slog.Logger) (datastore.S
 	}
 	ncfg.Bootstrap = cfg.Bootstrap
 	ncfg.MDNS = cfg.MDNS
+	ncfg.DHT = cfg.DHT
 	ncfg.Gossip.Logger = log
+	if cfg.PSKFile != "" {
+		psk, err := readPSK(cfg.PSKFile)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		ncfg.PSK = psk
+		if len(cfg.Listen) == 0 {
+			ncfg.ListenAddrs = []string{"/ip4/0.0.0.0/tcp/0"} // a private network runs over TCP only
+		}
+	}
 	n, err := node.New(ctx, ncfg)
 	if err != nil {
 		return nil, nil, nil, err
@@ -77,3 +90,17 @@ func (a apiNode) Connect(ctx context.Context, addr string) error { return a.n.Co
 
 // Collector exposes the node's replication metrics at /metrics.
 func (a apiNode) Collector() prometheus.Collector { return a.n.Gossip().Collector() }
+
+// readPSK reads a private network key in the libp2p swarm.key format.
+func readPSK(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("private network key: %w", err)
+	}
+	defer f.Close()
+	psk, err := pnet.DecodeV1PSK(f)
+	if err != nil {
+		return nil, fmt.Errorf("private network key %s: %w", path, err)
+	}
+	return psk, nil
+}

@@ -41,6 +41,8 @@ it serves, and stops cleanly on SIGINT or SIGTERM.`,
 		token := fs.String("token", "", "bearer token the API requires ($PEERSTATE_TOKEN)")
 		fs.Var(&etcdEndpoints, "etcd-endpoints", "etcd client URL for --backend etcd; repeat for more ($PEERSTATE_ETCD_ENDPOINTS)")
 		mdns := fs.Bool("mdns", d.MDNS, "find peers on the local network with mDNS ($PEERSTATE_MDNS)")
+		dht := fs.Bool("dht", d.DHT, "find peers through the Kademlia DHT, entered via the bootstrap peers ($PEERSTATE_DHT)")
+		pskFile := fs.String("psk", "", "join the private network whose key (a libp2p swarm.key file) this is; TCP only ($PEERSTATE_PSK_FILE)")
 		logLevel := fs.String("log-level", d.LogLevel, "debug, info, warn or error ($PEERSTATE_LOG_LEVEL)")
 
 		return func(ctx context.Context, args []string) error {
@@ -72,6 +74,10 @@ it serves, and stops cleanly on SIGINT or SIGTERM.`,
 					cfg.EtcdEndpoints = etcdEndpoints
 				case "mdns":
 					cfg.MDNS = *mdns
+				case "dht":
+					cfg.DHT = *dht
+				case "psk":
+					cfg.PSKFile = *pskFile
 				case "log-level":
 					cfg.LogLevel = *logLevel
 				}
