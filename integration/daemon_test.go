@@ -172,7 +172,7 @@ func TestDaemons_ReplicateWatchAndRecover(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer watch.Wait()
-	lines := make(chan string, 16)
+	lines := make(chan string, 1024) // the reader never blocks: it ends when the watch exits
 	go func() {
 		sc := bufio.NewScanner(watchOut)
 		for sc.Scan() {
@@ -223,6 +223,12 @@ func TestDaemons_ReplicateWatchAndRecover(t *testing.T) {
 	// c is killed, misses writes, restarts on its data dir with its peer ID
 	// and catches up.
 	cID := c.id
+	// Writes c acknowledged just before the kill survive it.
+	for i := range 20 {
+		if _, code := c.cli("", "put", fmt.Sprintf("/app/c/%d", i), "acked"); code != 0 {
+			t.Fatalf("put on c exited %d", code)
+		}
+	}
 	c.stop(syscall.SIGKILL)
 	if _, code := a.cli("", "put", "/app/missed", "while-c-was-down"); code != 0 {
 		t.Fatal("put while c is down failed")
@@ -230,6 +236,11 @@ func TestDaemons_ReplicateWatchAndRecover(t *testing.T) {
 	c2 := startDaemon(t, cDir, a.addrs[0])
 	if c2.id != cID {
 		t.Fatalf("peer ID changed across restart: %s -> %s", cID, c2.id)
+	}
+	for i := range 20 {
+		if out, code := c2.cli("", "get", fmt.Sprintf("/app/c/%d", i)); code != 0 || out != "acked" {
+			t.Fatalf("write acknowledged before SIGKILL lost: /app/c/%d = %q, exit %d", i, out, code)
+		}
 	}
 	c2.eventually("restarted c catches up", func() bool {
 		out, code := c2.cli("", "get", "/app/missed")
