@@ -192,6 +192,11 @@ func (r *Replica) BehindHorizon(have Vector) bool {
 // cover ours: every local key the snapshot did not include, whose change the
 // sender had incorporated (at or below cover), was deleted and collected
 // there, so it is dropped here too. It returns how many keys it dropped.
+//
+// Only changes older than the tombstone grace period are dropped: a
+// collected tombstone was older than that, and so, but for clock skew
+// between concurrent writers, is what it deleted. This bounds what a lying
+// responder can make a peer drop to state that old.
 func (r *Replica) Reconcile(ctx context.Context, cover Vector, senderPrefixes []string, received map[string]bool) (int, error) {
 	if !coversAll(NormalizePrefixes(senderPrefixes), r.prefixes) {
 		return 0, nil
@@ -200,6 +205,7 @@ func (r *Replica) Reconcile(ctx context.Context, cover Vector, senderPrefixes []
 	defer r.mu.Unlock()
 	var ops []datastore.Op
 	floor := r.floor
+	cutoff := physical(r.cfg.Now().Add(-r.cfg.TombstoneGrace))
 	for origin := range r.seqs {
 		upto := cover[origin]
 		if upto == 0 {
@@ -211,7 +217,7 @@ func (r *Replica) Reconcile(ctx context.Context, cover Vector, senderPrefixes []
 				return nil
 			}
 			c, local, found, err := r.currentLocal(ctx, key)
-			if err != nil || !found {
+			if err != nil || !found || c.HLC > cutoff {
 				return err
 			}
 			ops = append(ops, datastore.OpCheckVersion(key, local.Version), datastore.OpDelete(key), datastore.OpDelete(e.Key))

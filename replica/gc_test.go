@@ -142,3 +142,25 @@ func TestReplica_TombstoneGrace(t *testing.T) {
 		t.Fatalf("observed peers %v", got)
 	}
 }
+
+// A snapshot cannot drop recent state: whatever a responder claims, only
+// changes older than the grace period can have lost their tombstone.
+func TestReplica_ReconcileKeepsRecentState(t *testing.T) {
+	ctx := context.Background()
+	r, err := replica.New(ctx, memory.New(), replica.Config{ID: "r", TombstoneGrace: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.Set(ctx, "/k", []byte("fresh")); err != nil {
+		t.Fatal(err)
+	}
+	// A hostile "snapshot": nothing received, a vector covering everything.
+	n, err := r.Reconcile(ctx, replica.Vector{"r": 1 << 40}, nil, map[string]bool{})
+	if err != nil || n != 0 {
+		t.Fatalf("reconcile dropped %d keys, %v", n, err)
+	}
+	if _, err := r.Get(ctx, "/k"); err != nil {
+		t.Fatalf("recent key dropped: %v", err)
+	}
+}
