@@ -36,6 +36,7 @@ func (c committer) Commit(ctx context.Context, req engine.Request) (datastore.Tx
 			r.mu.Unlock()
 			select {
 			case <-wait:
+				attempt-- // waiting is not a failed attempt
 				continue
 			case <-ctx.Done():
 				return datastore.TxnResult{}, ctx.Err()
@@ -46,6 +47,7 @@ func (c committer) Commit(ctx context.Context, req engine.Request) (datastore.Tx
 		if wait != nil {
 			select {
 			case <-wait:
+				attempt--
 				continue
 			case <-ctx.Done():
 				return datastore.TxnResult{}, ctx.Err()
