@@ -535,18 +535,6 @@ func TestStore_ValueLogGCStopsOnClose(t *testing.T) {
 	// goleak in TestMain checks that no goroutine outlived Close.
 }
 
-func TestStore_CancelledContext(t *testing.T) {
-	s := openTest(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if _, err := s.Set(ctx, "/k", []byte("v")); !errors.Is(err, context.Canceled) {
-		t.Fatalf("Set with a cancelled context: %v", err)
-	}
-	if _, err := s.Get(context.Background(), "/k"); !errors.Is(err, datastore.ErrKeyNotFound) {
-		t.Fatalf("Get after a cancelled Set: %v", err)
-	}
-}
-
 func TestOpen_Errors(t *testing.T) {
 	if _, err := Open(""); err == nil {
 		t.Fatal("Open of an empty dir succeeded")

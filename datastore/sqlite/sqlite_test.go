@@ -356,49 +356,6 @@ func TestChangeLogRetention(t *testing.T) {
 	}
 }
 
-func TestCancelledContext(t *testing.T) {
-	s := openT(t, tempDB(t))
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if _, err := s.Set(ctx, "/k", []byte("v")); !errors.Is(err, context.Canceled) {
-		t.Fatalf("Set with a cancelled context: %v", err)
-	}
-	if _, err := s.Get(context.Background(), "/k"); !errors.Is(err, datastore.ErrKeyNotFound) {
-		t.Fatalf("the cancelled Set was applied: %v", err)
-	}
-}
-
-func TestList_ExactKeyAndNeighbours(t *testing.T) {
-	s := openT(t, tempDB(t))
-	ctx := context.Background()
-	for _, k := range []string{"/a", "/a!", "/a-b", "/a/x", "/a/y", "/ab", "/a/x/z"} {
-		if _, err := s.Set(ctx, k, []byte(k)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := s.Delete(ctx, "/a/y"); err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	opts := datastore.ListOptions{Limit: 1}
-	for {
-		p, err := s.List(ctx, "/a", opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, e := range p.Entries {
-			got = append(got, e.Key)
-		}
-		if !p.More {
-			break
-		}
-		opts.After = p.Next
-	}
-	if fmt.Sprint(got) != "[/a /a/x /a/x/z]" {
-		t.Fatalf("List(/a) = %v", got)
-	}
-}
-
 // TestClose_InFlightWrites closes the store under concurrent writers: each
 // write either succeeds and survives the reopen, or fails with ErrClosed.
 func TestClose_InFlightWrites(t *testing.T) {

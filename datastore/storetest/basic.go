@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -263,5 +264,20 @@ func testRevisions(t *testing.T, newStore Factory) {
 		if e := mustGet(t, s, k); e.Revision != r0+4 {
 			t.Fatalf("%s at revision %d, want the txn's %d", k, e.Revision, r0+4)
 		}
+	}
+}
+
+func testCancelledContext(t *testing.T, newStore Factory) {
+	s := newStore(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := s.Set(ctx, "/k", []byte("v")); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Set with a cancelled context: %v", err)
+	}
+	if _, err := s.Txn(ctx, datastore.OpSet("/k", nil)); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Txn with a cancelled context: %v", err)
+	}
+	if _, err := s.Get(ctxT(t), "/k"); !errors.Is(err, datastore.ErrKeyNotFound) {
+		t.Fatalf("a write with a cancelled context was applied: %v", err)
 	}
 }

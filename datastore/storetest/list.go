@@ -126,3 +126,50 @@ func testListPagination(t *testing.T, newStore Factory) {
 		t.Fatalf("List after the end = %+v, %v", p, err)
 	}
 }
+
+func testListPastTombstones(t *testing.T, newStore Factory) {
+	s := newStore(t)
+	ctx := ctxT(t)
+	for _, k := range []string{"/a", "/a!", "/a-b", "/a/x", "/a/y", "/ab", "/a/x/z"} {
+		mustSet(t, s, k, k)
+	}
+	if err := s.Delete(ctx, "/a/y"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 40 {
+		k := fmt.Sprintf("/t/%02d", i)
+		mustSet(t, s, k, "")
+		if i%10 != 9 {
+			if err := s.Delete(ctx, k); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Small pages must step over neighbours of the prefix and runs of
+	// tombstones without losing or repeating a key.
+	for _, limit := range []int{1, 2} {
+		for prefix, want := range map[string][]string{
+			"/a": {"/a", "/a/x", "/a/x/z"},
+			"/t": {"/t/09", "/t/19", "/t/29", "/t/39"},
+		} {
+			var got []string
+			opts := datastore.ListOptions{Limit: limit}
+			for {
+				p, err := s.List(ctx, prefix, opts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, e := range p.Entries {
+					got = append(got, e.Key)
+				}
+				if !p.More {
+					break
+				}
+				opts.After = p.Next
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("List(%q) in pages of %d = %q, want %q", prefix, limit, got, want)
+			}
+		}
+	}
+}

@@ -50,6 +50,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"Revisions", testRevisions},
 		{"ListOrderAndPrefix", testListOrderAndPrefix},
 		{"ListPagination", testListPagination},
+		{"ListPastTombstones", testListPastTombstones},
 		{"CompareAndSet", testCompareAndSet},
 		{"CreateIfNotExists", testCreateIfNotExists},
 		{"Txn", testTxn},
@@ -63,6 +64,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"WatchEnds", testWatchEnds},
 		{"ConcurrentCASCounter", testConcurrentCASCounter},
 		{"ConcurrentWritersAndWatchers", testConcurrentWritersAndWatchers},
+		{"CancelledContext", testCancelledContext},
 		{"Closed", testClosed},
 	}
 	for _, tc := range tests {
