@@ -8,6 +8,8 @@
 package bench
 
 import (
+	"github.com/libp2p/go-libp2p/core/crypto"
+
 	"context"
 	"database/sql"
 	"flag"
@@ -61,7 +63,12 @@ func Backends() []Backend {
 			if err != nil {
 				return nil, nil, err
 			}
-			r, err := replica.New(context.Background(), local, replica.Config{ID: "bench"})
+			key, _, err := crypto.GenerateEd25519Key(nil)
+			if err != nil {
+				local.Close()
+				return nil, nil, err
+			}
+			r, err := replica.New(context.Background(), local, replica.Config{Key: key})
 			if err != nil {
 				local.Close()
 				return nil, nil, err

@@ -20,7 +20,16 @@ var (
 	// ErrInvalidTxn reports a malformed transaction, such as two write ops
 	// on one key.
 	ErrInvalidTxn = errors.New("datastore: invalid transaction")
+	// ErrVersionCeiling reports a write to a key whose version is already
+	// MaxVersion: versions never wrap, so the key cannot change again.
+	ErrVersionCeiling = errors.New("datastore: version ceiling reached")
 )
+
+// MaxVersion is the highest version a key can reach (2^62). Arithmetic on
+// versions never wraps: a write that would go past it fails with
+// ErrVersionCeiling. A key written a million times a second would take
+// 146,000 years to get there.
+const MaxVersion uint64 = 1 << 62
 
 // TxnError is the error of a transaction whose check failed: the index of the
 // first failed op, its key, and the version it expected and found. It matches
@@ -52,6 +61,7 @@ func Retryable(err error) bool {
 		errors.Is(err, ErrInvalidKey),
 		errors.Is(err, ErrValueTooLarge),
 		errors.Is(err, ErrInvalidTxn),
+		errors.Is(err, ErrVersionCeiling),
 		errors.Is(err, ErrClosed):
 		return false
 	}

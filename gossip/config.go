@@ -14,9 +14,10 @@ import (
 
 // Default names of the topic and stream protocols.
 const (
-	DefaultTopic         = "/peerstate/changes/1"
-	DefaultSyncProtocol  = protocol.ID("/peerstate/sync/1")
-	DefaultValueProtocol = protocol.ID("/peerstate/value/1")
+	DefaultTopic          = "/peerstate/changes/1"
+	DefaultSyncProtocol   = protocol.ID("/peerstate/sync/2")
+	DefaultValueProtocol  = protocol.ID("/peerstate/value/2")
+	DefaultRepairProtocol = protocol.ID("/peerstate/repair/2")
 )
 
 // Config configures a Gossip. Start from DefaultConfig; New fills every zero
@@ -28,6 +29,8 @@ type Config struct {
 	SyncProtocol protocol.ID
 	// ValueProtocol is the stream protocol large values are fetched over.
 	ValueProtocol protocol.ID
+	// RepairProtocol is the fingerprint repair stream protocol.
+	RepairProtocol protocol.ID
 
 	// MaxMessageSize caps a pubsub message's payload and a catch-up frame
 	// holding ordinary changes, in bytes. Larger messages are rejected.
@@ -68,6 +71,9 @@ type Config struct {
 	// DisableSyncOnConnect turns off the catch-up started with every newly
 	// identified peer that speaks SyncProtocol.
 	DisableSyncOnConnect bool
+	// DisableRepair turns off the fingerprint repair a catch-up runs when,
+	// after it, the two peers' states still differ.
+	DisableRepair bool
 	// SyncBatch is how many changes the responder reads per batch.
 	SyncBatch int
 	// StreamTimeout is the deadline of each read or write on a stream.
@@ -100,6 +106,7 @@ func DefaultConfig() Config {
 		Topic:                 DefaultTopic,
 		SyncProtocol:          DefaultSyncProtocol,
 		ValueProtocol:         DefaultValueProtocol,
+		RepairProtocol:        DefaultRepairProtocol,
 		MaxMessageSize:        1 << 20,
 		InlineValueLimit:      64 << 10,
 		MaxValueSize:          64 << 20,
@@ -135,6 +142,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ValueProtocol == "" {
 		c.ValueProtocol = d.ValueProtocol
+	}
+	if c.RepairProtocol == "" {
+		c.RepairProtocol = d.RepairProtocol
 	}
 	set(&c.MaxMessageSize, d.MaxMessageSize)
 	set(&c.InlineValueLimit, d.InlineValueLimit)
@@ -172,7 +182,7 @@ func (c Config) Validate() error {
 	if c.Topic == "" {
 		bad("topic is empty")
 	}
-	if c.SyncProtocol == "" || c.ValueProtocol == "" {
+	if c.SyncProtocol == "" || c.ValueProtocol == "" || c.RepairProtocol == "" {
 		bad("stream protocol is empty")
 	}
 	if c.MaxMessageSize < minMessageSize {

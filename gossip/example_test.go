@@ -40,7 +40,7 @@ func startPeer(ctx context.Context, cfg gossip.Config) (*examplePeer, error) {
 	p := &examplePeer{h: h}
 	ps, err := gossip.NewPubSub(ctx, h, cfg) // lives until ctx is cancelled
 	if err == nil {
-		p.r, err = replica.New(ctx, memory.New(), replica.Config{ID: h.ID().String()})
+		p.r, err = replica.New(ctx, memory.New(), replica.Config{Key: h.Peerstore().PrivKey(h.ID())})
 	}
 	if err == nil {
 		p.g, err = gossip.New(ctx, h, ps, p.r, cfg)

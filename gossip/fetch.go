@@ -185,7 +185,7 @@ func (g *Gossip) handleValue(s network.Stream) {
 	resp := valueResponse{V: FormatVersion}
 	// Only replicated user keys are served: local-only keys and the
 	// replica's bookkeeping never leave this peer.
-	probe := replica.Change{Key: req.Key, Version: 1, Seq: 1, Origin: g.self.String()}
+	probe := replica.Change{Key: req.Key, Version: 1, HLC: 1, Gen: 1, Seq: 1, Origin: g.self.String()}
 	if req.V == FormatVersion && probe.Validate(0) == nil && g.r.Replicates(req.Key) {
 		if cur, found, err := g.r.Current(ctx, req.Key); err == nil && found && cur.Version >= req.Version {
 			w := toWire(cur, -1, true)

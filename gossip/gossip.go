@@ -58,6 +58,7 @@ import (
 	"log/slog"
 	"maps"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -81,16 +82,22 @@ type Replica interface {
 	Apply(ctx context.Context, from string, changes []replica.Change) (replica.ApplyResult, error)
 	Watermarks(ctx context.Context) (replica.Vector, error)
 	ChangesSince(ctx context.Context, have replica.Vector, prefixes []string, batch int, fn func([]replica.Change) error) (replica.Vector, error)
-	Advance(ctx context.Context, v replica.Vector, senderPrefixes []string) error
+	Heads(sources []string) []replica.Change
+	Advance(ctx context.Context, v replica.Vector, heads []replica.Change, senderPrefixes []string) (int, error)
 	Current(ctx context.Context, key string) (replica.Change, bool, error)
 	Prefixes() []string
 	Replicates(key string) bool
+	VerifyChanges(cs []replica.Change) []error
 	// Tombstone horizon: peers' vectors are recorded from catch-up, a peer
 	// behind the collected horizon gets a full snapshot, and the receiver of
 	// a snapshot drops what it shows was deleted.
-	ObservePeer(id string, v replica.Vector)
+	ObservePeer(ctx context.Context, id string, v replica.Vector) error
 	BehindHorizon(have replica.Vector) bool
 	Reconcile(ctx context.Context, cover replica.Vector, senderPrefixes []string, received map[string]bool) (int, error)
+	// Fingerprint repair.
+	StateFingerprint() replica.Summary
+	Summarize(nodes []replica.Node) []replica.Summary
+	Items(nodes []replica.Node, limit int) [][]replica.Item
 }
 
 // Errors of the Gossip itself.
@@ -107,6 +114,7 @@ const (
 	ReasonMalformed      = "malformed"       // does not decode
 	ReasonUnknownVersion = "unknown-version" // format version we do not know
 	ReasonForgedOrigin   = "forged-origin"   // a change's origin is not the signer
+	ReasonBadSignature   = "bad-signature"   // a change its origin did not sign
 	ReasonInvalidKey     = "invalid-key"     // replica.Change.Validate: bad key
 	ReasonValueTooLarge  = "value-too-large" // replica.Change.Validate: value over the limit
 	ReasonInvalidChange  = "invalid-change"  // replica.Change.Validate: inconsistent fields
@@ -138,6 +146,7 @@ type Gossip struct {
 	queue      []replica.Change
 	queueBytes int
 	syncing    map[peer.ID]bool
+	matched    map[peer.ID]MatchState
 
 	kick          chan struct{}
 	fetches       chan fetchJob
@@ -184,6 +193,7 @@ func New(ctx context.Context, h host.Host, ps *pubsub.PubSub, r Replica, cfg Con
 		cfg: cfg, h: h, ps: ps, r: r, self: h.ID(),
 		log:           cfg.Logger.With("component", "gossip", "peer", h.ID()),
 		syncing:       map[peer.ID]bool{},
+		matched:       map[peer.ID]MatchState{},
 		kick:          make(chan struct{}, 1),
 		fetches:       make(chan fetchJob, cfg.FetchQueue),
 		serving:       make(chan struct{}, cfg.MaxConcurrentSyncs),
@@ -226,6 +236,7 @@ func (g *Gossip) start() (err error) {
 	}
 	g.h.SetStreamHandler(g.cfg.SyncProtocol, g.handleSync)
 	g.h.SetStreamHandler(g.cfg.ValueProtocol, g.handleValue)
+	g.h.SetStreamHandler(g.cfg.RepairProtocol, g.handleRepair)
 
 	g.goFunc(g.batchLoop)
 	g.goFunc(g.receiveLoop)
@@ -267,6 +278,7 @@ func (g *Gossip) Close() error {
 		g.mu.Unlock()
 		g.h.RemoveStreamHandler(g.cfg.SyncProtocol)
 		g.h.RemoveStreamHandler(g.cfg.ValueProtocol)
+		g.h.RemoveStreamHandler(g.cfg.RepairProtocol)
 		g.cancel()
 		g.sub.Cancel()
 		evErr := g.evSub.Close()
@@ -285,6 +297,36 @@ func (g *Gossip) Close() error {
 		}
 	})
 	return g.closeErr
+}
+
+// MatchState is what the last catch-up with a peer found when it compared
+// the two peers' state fingerprints.
+type MatchState struct {
+	Matched bool      // the fingerprints were equal
+	At      time.Time // when
+}
+
+// maxMatchStates bounds the peers whose match state is remembered.
+const maxMatchStates = 4096
+
+func (g *Gossip) recordMatch(p peer.ID, matched bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, ok := g.matched[p]; !ok && len(g.matched) >= maxMatchStates {
+		for q := range g.matched {
+			delete(g.matched, q)
+			break
+		}
+	}
+	g.matched[p] = MatchState{Matched: matched, At: time.Now()}
+}
+
+// Matches returns, per peer, whether our state fingerprint equalled its own
+// at the end of the last catch-up with it.
+func (g *Gossip) Matches() map[peer.ID]MatchState {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return maps.Clone(g.matched)
 }
 
 // Peers returns the peers subscribed to the topic that we know of.
@@ -426,7 +468,6 @@ func (g *Gossip) validate(ctx context.Context, from peer.ID, msg *pubsub.Message
 			return g.reject(from, reasonOf(err))
 		}
 		if !g.r.Replicates(c.Key) {
-			c.Value = nil
 			rc.foreign = append(rc.foreign, c)
 			continue
 		}
@@ -437,6 +478,17 @@ func (g *Gossip) validate(ctx context.Context, from peer.ID, msg *pubsub.Message
 			rc.pending[len(rc.changes)] = ann
 		}
 		rc.changes = append(rc.changes, c)
+	}
+	// Every change must carry its origin's own signature, checked before the
+	// message is passed on: receivers of a relayed message check it again
+	// (from a cache, when it is the same change) on every path.
+	for _, err := range g.r.VerifyChanges(append(slices.Clip(rc.changes), rc.foreign...)) {
+		if err != nil {
+			return g.reject(from, reasonOf(err))
+		}
+	}
+	for i := range rc.foreign {
+		rc.foreign[i] = rc.foreign[i].Elide() // only its metadata counts here
 	}
 	if len(rc.changes) > 0 && g.allStale(ctx, rc.changes) {
 		g.st.ignore(ReasonStale)
@@ -455,7 +507,7 @@ func (g *Gossip) allStale(ctx context.Context, changes []replica.Change) bool {
 		return false
 	}
 	for _, c := range changes {
-		if c.Seq > wm[c.Origin] {
+		if c.Seq > wm[c.Source()] {
 			return false
 		}
 	}
@@ -470,7 +522,10 @@ func (g *Gossip) allStale(ctx context.Context, changes []replica.Change) bool {
 
 // reject counts a rejection and reports it.
 func (g *Gossip) reject(from peer.ID, reason string) pubsub.ValidationResult {
-	g.st.reject(from, reason)
+	if g.st.reject(from, reason) == 1 && reason == ReasonUnknownVersion {
+		g.log.Warn("peer speaks another peerstate wire format; its messages are refused until both run the same release",
+			"from", from, "ours", FormatVersion)
+	}
 	if g.cfg.OnReject != nil {
 		g.cfg.OnReject(from, reason)
 	}
@@ -488,6 +543,8 @@ func reasonOf(err error) string {
 		return ReasonMalformed
 	case errors.Is(err, ErrForgedOrigin):
 		return ReasonForgedOrigin
+	case errors.Is(err, replica.ErrBadSignature):
+		return ReasonBadSignature
 	case errors.Is(err, ErrBadValue):
 		return ReasonBadValue
 	case errors.Is(err, datastore.ErrInvalidKey):
@@ -540,6 +597,10 @@ func (g *Gossip) receiveLoop() {
 // apply applies changes from peer p and counts the result.
 func (g *Gossip) apply(ctx context.Context, p peer.ID, changes []replica.Change) (replica.ApplyResult, error) {
 	res, err := g.r.Apply(ctx, p.String(), changes)
+	if res.Invalid > 0 {
+		g.reject(p, reasonOf(err))
+	}
+	g.st.future.Add(uint64(res.Future))
 	g.st.applied.Add(uint64(res.Applied))
 	g.st.stale.Add(uint64(res.Stale))
 	g.st.skipped.Add(uint64(res.Skipped))
@@ -565,6 +626,7 @@ type Stats struct {
 	Applied         uint64 // changes applied (pubsub, fetch and catch-up)
 	Stale           uint64 // changes already incorporated or superseded
 	Skipped         uint64 // changes for keys we do not replicate
+	Future          uint64 // changes stamped too far ahead of our clock, left for later
 	ApplyErrors     uint64
 
 	// Rejected counts rejected messages, frames and values by reason;
@@ -590,6 +652,12 @@ type Stats struct {
 	SyncBytesSent     uint64
 	SyncBytesReceived uint64
 
+	Repairs         uint64 // fingerprint repairs we initiated
+	RepairErrors    uint64 // of which failed
+	RepairsServed   uint64 // repair streams we answered
+	RepairedEntries uint64 // changes applied by repairs we initiated
+	RepairBytes     uint64 // repair protocol bytes, both roles and directions
+
 	Fetches            uint64 // large values fetched and applied
 	FetchErrors        uint64 // fetches that found no valid value
 	FetchDropped       uint64 // fetches dropped as the queue was full
@@ -603,28 +671,42 @@ func (g *Gossip) Stats() Stats { return g.st.snapshot() }
 type stats struct {
 	broadcast, dropped, published, publishedChanges, publishErrors  atomic.Uint64
 	received, receivedChanges, applied, stale, skipped, applyErrors atomic.Uint64
+	future                                                          atomic.Uint64
 	pubsubBytesSent, pubsubBytesReceived                            atomic.Uint64
 	syncs, syncErrors, syncsServed, syncsRefused                    atomic.Uint64
 	syncChangesSent, syncChangesReceived                            atomic.Uint64
 	syncBytesSent, syncBytesReceived                                atomic.Uint64
 	fetches, fetchErrors, fetchDropped                              atomic.Uint64
 	valueBytesSent, valueBytesReceived                              atomic.Uint64
+	repairs, repairErrors, repairsServed, repaired, repairBytes     atomic.Uint64
 
 	mu             sync.Mutex
 	rejected       map[string]uint64
 	rejectedByPeer map[peer.ID]uint64
 	ignored        map[string]uint64
+	versionWarned  map[peer.ID]uint64
 }
 
 func (s *stats) init() {
 	s.rejected, s.rejectedByPeer, s.ignored = map[string]uint64{}, map[peer.ID]uint64{}, map[string]uint64{}
+	s.versionWarned = map[peer.ID]uint64{}
 }
 
-func (s *stats) reject(p peer.ID, reason string) {
+// reject counts a rejection and returns how many of this reason the peer
+// has had (1: the first).
+func (s *stats) reject(p peer.ID, reason string) uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.rejected[reason]++
 	s.rejectedByPeer[p]++
+	if reason != ReasonUnknownVersion {
+		return 0
+	}
+	if len(s.versionWarned) > 4096 {
+		clear(s.versionWarned)
+	}
+	s.versionWarned[p]++
+	return s.versionWarned[p]
 }
 
 func (s *stats) ignore(reason string) {
@@ -638,7 +720,7 @@ func (s *stats) snapshot() Stats {
 		Broadcast: s.broadcast.Load(), Dropped: s.dropped.Load(), Published: s.published.Load(),
 		PublishedChanges: s.publishedChanges.Load(), PublishErrors: s.publishErrors.Load(),
 		Received: s.received.Load(), ReceivedChanges: s.receivedChanges.Load(), Applied: s.applied.Load(),
-		Stale: s.stale.Load(), Skipped: s.skipped.Load(), ApplyErrors: s.applyErrors.Load(),
+		Stale: s.stale.Load(), Skipped: s.skipped.Load(), ApplyErrors: s.applyErrors.Load(), Future: s.future.Load(),
 		PubsubBytesSent: s.pubsubBytesSent.Load(), PubsubBytesReceived: s.pubsubBytesReceived.Load(),
 		Syncs: s.syncs.Load(), SyncErrors: s.syncErrors.Load(), SyncsServed: s.syncsServed.Load(),
 		SyncsRefused: s.syncsRefused.Load(), SyncChangesSent: s.syncChangesSent.Load(),
@@ -646,6 +728,8 @@ func (s *stats) snapshot() Stats {
 		SyncBytesReceived: s.syncBytesReceived.Load(), Fetches: s.fetches.Load(),
 		FetchErrors: s.fetchErrors.Load(), FetchDropped: s.fetchDropped.Load(),
 		ValueBytesSent: s.valueBytesSent.Load(), ValueBytesReceived: s.valueBytesReceived.Load(),
+		Repairs: s.repairs.Load(), RepairErrors: s.repairErrors.Load(), RepairsServed: s.repairsServed.Load(),
+		RepairedEntries: s.repaired.Load(), RepairBytes: s.repairBytes.Load(),
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

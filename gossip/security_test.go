@@ -19,6 +19,7 @@ import (
 
 	"github.com/univrs/peerstate/datastore"
 	"github.com/univrs/peerstate/gossip"
+	"github.com/univrs/peerstate/replica"
 )
 
 // hostile is a bare pubsub peer joined to the topic, with no validator of
@@ -65,7 +66,25 @@ func encode(t *testing.T, m gossip.Message) []byte {
 
 func wireChange(key, val string, seq uint64) gossip.WireChange {
 	now := time.Now().UnixNano()
-	return gossip.WireChange{Key: key, Value: []byte(val), Version: 1, HLC: uint64(now/1e6) << 16, Seq: seq, CreatedAt: now, UpdatedAt: now}
+	return gossip.WireChange{Key: key, Value: []byte(val), Version: 1, HLC: uint64(now/1e6) << 16, Gen: 1, Seq: seq, CreatedAt: now, UpdatedAt: now}
+}
+
+// sign signs w as p's own change: what an origin that lies within the rules
+// can do.
+func sign(t *testing.T, p *testPeer, w gossip.WireChange) gossip.WireChange {
+	t.Helper()
+	c := replica.Change{
+		Key: w.Key, Value: w.Value, Deleted: w.Deleted, Version: w.Version, HLC: replica.HLC(w.HLC),
+		Origin: p.id().String(), Gen: w.Gen, Seq: w.Seq, CreatedAt: w.CreatedAt, UpdatedAt: w.UpdatedAt,
+	}
+	if w.ValueHash != nil {
+		c.Value, c.ValueHash = nil, w.ValueHash
+	}
+	if err := replica.SignWith(p.h.Peerstore().PrivKey(p.id()), &c); err != nil {
+		t.Fatal(err)
+	}
+	w.Sig = c.Sig
+	return w
 }
 
 // Forged origins, invalid changes, oversized and undecodable messages are
@@ -129,16 +148,16 @@ func TestValidator_RejectsHostileMessages(t *testing.T) {
 		data   []byte
 		reason string
 	}{
-		{"origin is another peer", encode(t, gossip.Message{V: 1, Origin: a.id().String(), Changes: []gossip.WireChange{wireChange("/forged/a", "x", 1)}}), gossip.ReasonForgedOrigin},
-		{"change claims another origin", encode(t, gossip.Message{V: 1, Origin: m.id().String(), Changes: []gossip.WireChange{
+		{"origin is another peer", encode(t, gossip.Message{V: gossip.FormatVersion, Origin: a.id().String(), Changes: []gossip.WireChange{wireChange("/forged/a", "x", 1)}}), gossip.ReasonForgedOrigin},
+		{"change claims another origin", encode(t, gossip.Message{V: gossip.FormatVersion, Origin: m.id().String(), Changes: []gossip.WireChange{
 			func() gossip.WireChange { w := wireChange("/forged/b", "x", 1); w.Origin = a.id().String(); return w }(),
 		}}), gossip.ReasonForgedOrigin},
-		{"bad key", encode(t, gossip.Message{V: 1, Origin: m.id().String(), Changes: []gossip.WireChange{wireChange("no-slash", "x", 1)}}), gossip.ReasonInvalidKey},
-		{"reserved key", encode(t, gossip.Message{V: 1, Origin: m.id().String(), Changes: []gossip.WireChange{wireChange("/.peerstate/wm/x", "9", 1)}}), gossip.ReasonInvalidKey},
-		{"version 0", encode(t, gossip.Message{V: 1, Origin: m.id().String(), Changes: []gossip.WireChange{
+		{"bad key", encode(t, gossip.Message{V: gossip.FormatVersion, Origin: m.id().String(), Changes: []gossip.WireChange{wireChange("no-slash", "x", 1)}}), gossip.ReasonInvalidKey},
+		{"reserved key", encode(t, gossip.Message{V: gossip.FormatVersion, Origin: m.id().String(), Changes: []gossip.WireChange{wireChange("/.peerstate/wm/x", "9", 1)}}), gossip.ReasonInvalidKey},
+		{"version 0", encode(t, gossip.Message{V: gossip.FormatVersion, Origin: m.id().String(), Changes: []gossip.WireChange{
 			func() gossip.WireChange { w := wireChange("/forged/c", "x", 1); w.Version = 0; return w }(),
 		}}), gossip.ReasonInvalidChange},
-		{"announced value too large", encode(t, gossip.Message{V: 1, Origin: m.id().String(), Changes: []gossip.WireChange{
+		{"announced value too large", encode(t, gossip.Message{V: gossip.FormatVersion, Origin: m.id().String(), Changes: []gossip.WireChange{
 			func() gossip.WireChange {
 				w := wireChange("/forged/d", "", 1)
 				w.Value, w.ValueSize, w.ValueHash = nil, 1<<40, make([]byte, 32)
@@ -147,7 +166,21 @@ func TestValidator_RejectsHostileMessages(t *testing.T) {
 		}}), gossip.ReasonValueTooLarge},
 		{"oversized", bytes.Repeat([]byte{0}, cfg.MaxMessageSize+1), gossip.ReasonTooLarge},
 		{"garbage", []byte("\xff\x00 not cbor"), gossip.ReasonMalformed},
-		{"unknown format", encode(t, gossip.Message{V: 2, Origin: m.id().String()}), gossip.ReasonUnknownVersion},
+		{"unknown format", encode(t, gossip.Message{V: gossip.FormatVersion + 1, Origin: m.id().String()}), gossip.ReasonUnknownVersion},
+		{"unsigned change", encode(t, gossip.Message{V: gossip.FormatVersion, Origin: m.id().String(), Changes: []gossip.WireChange{wireChange("/forged/e", "x", 1)}}), gossip.ReasonBadSignature},
+		{"change signed by another key", encode(t, gossip.Message{V: gossip.FormatVersion, Origin: m.id().String(), Changes: []gossip.WireChange{
+			func() gossip.WireChange {
+				w := sign(t, a, wireChange("/forged/f", "x", 1)) // A's signature, M's message
+				return w
+			}(),
+		}}), gossip.ReasonBadSignature},
+		{"value not the one signed", encode(t, gossip.Message{V: gossip.FormatVersion, Origin: m.id().String(), Changes: []gossip.WireChange{
+			func() gossip.WireChange {
+				w := sign(t, m.testPeer, wireChange("/forged/g", "x", 1))
+				w.Value = []byte("y")
+				return w
+			}(),
+		}}), gossip.ReasonBadSignature},
 	}
 	for _, tc := range cases {
 		m.publish(t, tc.data)
@@ -182,7 +215,7 @@ func TestValidator_RejectsHostileMessages(t *testing.T) {
 	if after := replicaHash(t, b.r); after != before {
 		t.Fatal("hostile messages changed B's state")
 	}
-	for _, k := range []string{"/forged/a", "/forged/b", "/forged/c", "/forged/d"} {
+	for _, k := range []string{"/forged/a", "/forged/b", "/forged/c", "/forged/d", "/forged/e", "/forged/f", "/forged/g"} {
 		if _, err := b.r.Get(ctx, k); !errors.Is(err, datastore.ErrKeyNotFound) {
 			t.Fatalf("%s on B: %v", k, err)
 		}
@@ -212,6 +245,7 @@ func TestValueFetch_RejectsTamperedValue(t *testing.T) {
 	sum := sha256.Sum256(announced)
 	w := wireChange("/big/tampered", "", 1)
 	w.Value, w.ValueSize, w.ValueHash = nil, uint64(len(announced)), sum[:]
+	w = sign(t, m.testPeer, w) // M signs the announced value, then serves another
 
 	var served1 sync.WaitGroup
 	served1.Add(1)
@@ -230,10 +264,10 @@ func TestValueFetch_RejectsTamperedValue(t *testing.T) {
 		}
 		answer := w
 		answer.Origin, answer.Value, answer.ValueSize, answer.ValueHash = m.id().String(), served, 0, nil
-		body, _ := cbor.Marshal(map[int]any{1: 1, 2: answer})
+		body, _ := cbor.Marshal(map[int]any{1: gossip.FormatVersion, 2: answer})
 		_, _ = s.Write(append(varint.ToUvarint(uint64(len(body))), body...))
 	})
-	m.publish(t, encode(t, gossip.Message{V: 1, Origin: m.id().String(), Changes: []gossip.WireChange{w}}))
+	m.publish(t, encode(t, gossip.Message{V: gossip.FormatVersion, Origin: m.id().String(), Changes: []gossip.WireChange{w}}))
 	served1.Wait()
 	waitFor(t, 10*time.Second, "bad value to be counted", func() bool {
 		st := b.g.Stats()
@@ -263,8 +297,8 @@ func TestSync_RejectsInvalidFrames(t *testing.T) {
 			return
 		}
 		frames := []any{
-			map[int]any{1: 1, 2: []gossip.Message{{V: 1, Origin: m.id().String(), Changes: []gossip.WireChange{wireChange("bad key", "x", 1)}}}},
-			map[int]any{1: 1, 3: true, 4: map[string]uint64{m.id().String(): 1 << 40}},
+			map[int]any{1: gossip.FormatVersion, 2: []gossip.Message{{V: gossip.FormatVersion, Origin: m.id().String(), Changes: []gossip.WireChange{wireChange("bad key", "x", 1)}}}},
+			map[int]any{1: gossip.FormatVersion, 3: true, 4: map[string]uint64{replica.SourceOf(m.id().String(), 1): 1 << 40}},
 		}
 		for _, f := range frames {
 			body, _ := cbor.Marshal(f)

@@ -2,10 +2,12 @@ package gossip
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"time"
 
@@ -35,6 +37,12 @@ type SyncStats struct {
 	// deleted, which we dropped.
 	Snapshot bool
 	Dropped  int
+	// Matched is set when, after the stream, our state fingerprint equalled
+	// the responder's; Repaired when it did not and a repair ran, and
+	// RepairStats says what it did.
+	Matched  bool
+	Repaired bool
+	Repair   RepairStats
 	Duration time.Duration
 }
 
@@ -50,6 +58,9 @@ func (s *SyncStats) add(o SyncStats) {
 	s.Advanced = s.Advanced || o.Advanced
 	s.Snapshot = s.Snapshot || o.Snapshot
 	s.Dropped += o.Dropped
+	s.Matched = s.Matched || o.Matched
+	s.Repaired = s.Repaired || o.Repaired
+	s.Repair.add(o.Repair)
 	s.Duration += o.Duration
 }
 
@@ -74,6 +85,13 @@ type syncFrame struct {
 	// Snapshot, on a first frame, says the stream is a full snapshot: the
 	// initiator was behind the responder's tombstone horizon.
 	Snapshot bool `cbor:"7,keyasint,omitempty"`
+	// Heads, with Done, prove how far each source of Vector reached: the
+	// highest signed change of it the responder knows, value left out.
+	Heads []WireChange `cbor:"8,keyasint,omitempty"`
+	// Fingerprint and Count, with Done, summarise the responder's live
+	// replicated state (replica.Summary) as the stream ended.
+	Fingerprint []byte `cbor:"9,keyasint,omitempty"`
+	Count       int    `cbor:"10,keyasint,omitempty"`
 }
 
 // rawSyncFrame is a syncFrame whose changes are already encoded.
@@ -155,8 +173,9 @@ func (g *Gossip) syncWith(ctx context.Context, p peer.ID) (st SyncStats, err err
 	if err != nil {
 		return st, err
 	}
+	req := syncRequest{V: FormatVersion, Have: fitVector(have, g.cfg.MaxMessageSize/2), Prefixes: g.r.Prefixes()}
 	_ = s.SetWriteDeadline(time.Now().Add(g.cfg.StreamTimeout))
-	if _, err := writeFrame(cs, syncRequest{V: FormatVersion, Have: have, Prefixes: g.r.Prefixes()}); err != nil {
+	if _, err := writeFrame(cs, req); err != nil {
 		return st, err
 	}
 	if err := s.CloseWrite(); err != nil {
@@ -214,8 +233,8 @@ func (g *Gossip) syncWith(ctx context.Context, p peer.ID) (st SyncStats, err err
 		if len(f.Vector) == 0 {
 			return st, nil // nothing in common: nothing to advance
 		}
-		for origin := range f.Vector {
-			if err := replica.ValidateOrigin(origin); err != nil {
+		for src := range f.Vector {
+			if _, _, err := replica.ParseSource(src); err != nil {
 				g.reject(p, ReasonInvalidChange)
 				return st, err
 			}
@@ -226,7 +245,17 @@ func (g *Gossip) syncWith(ctx context.Context, p peer.ID) (st SyncStats, err err
 				return st, err
 			}
 		}
-		// Only now, with the whole stream applied, may the watermarks move.
+		heads := make([]replica.Change, 0, len(f.Heads))
+		for _, w := range f.Heads {
+			h, err := w.head()
+			if err != nil {
+				g.reject(p, reasonOf(err))
+				return st, err
+			}
+			heads = append(heads, h)
+		}
+		// Only now, with the whole stream applied, may the watermarks move,
+		// and no further than the signed heads prove.
 		if received != nil {
 			dropped, err := g.r.Reconcile(ctx, replica.Vector(f.Vector), f.Prefixes, received)
 			if err != nil {
@@ -234,13 +263,57 @@ func (g *Gossip) syncWith(ctx context.Context, p peer.ID) (st SyncStats, err err
 			}
 			st.Snapshot, st.Dropped = true, dropped
 		}
-		if err := g.r.Advance(ctx, replica.Vector(f.Vector), f.Prefixes); err != nil {
+		bad, err := g.r.Advance(ctx, replica.Vector(f.Vector), heads, f.Prefixes)
+		if bad > 0 {
+			g.reject(p, ReasonBadSignature)
+		}
+		if err != nil {
 			return st, err
 		}
-		g.r.ObservePeer(p.String(), replica.Vector(f.Vector))
 		st.Advanced = true
+		if err := g.r.ObservePeer(ctx, p.String(), replica.Vector(f.Vector)); err != nil {
+			return st, err
+		}
+		// Watermarks are the fast path; the fingerprint is the truth. When
+		// both peers replicate the same keys and our states still differ,
+		// repair finds and exchanges exactly the differences.
+		mine := g.r.StateFingerprint()
+		same := slices.Equal(replica.NormalizePrefixes(f.Prefixes), g.r.Prefixes())
+		st.Matched = same && bytes.Equal(mine.FP[:], f.Fingerprint) && mine.Count == f.Count
+		g.recordMatch(p, st.Matched)
+		if same && !st.Matched && !g.cfg.DisableRepair {
+			rs, err := g.repairWith(ctx, p)
+			st.Repaired, st.Repair = true, rs
+			if err != nil {
+				return st, fmt.Errorf("repair: %w", err)
+			}
+		}
 		return st, nil
 	}
+}
+
+// fitVector returns v, or as much of it as encodes within budget bytes: a
+// responder sends from 0 for the sources left out, which costs bytes, never
+// correctness.
+func fitVector(v replica.Vector, budget int) map[string]uint64 {
+	size := 16
+	for src := range v {
+		size += len(src) + 12
+	}
+	if size <= budget {
+		return v
+	}
+	srcs := slices.Sorted(maps.Keys(v))
+	out := map[string]uint64{}
+	size = 16
+	for _, src := range srcs {
+		if size+len(src)+12 > budget {
+			break
+		}
+		out[src] = v[src]
+		size += len(src) + 12
+	}
+	return out
 }
 
 // syncChanges validates the changes of a catch-up frame and returns those
@@ -336,7 +409,9 @@ func (g *Gossip) serveSync(ctx context.Context, s network.Stream, cs *countingSt
 	want, overlap := replica.IntersectPrefixes(g.r.Prefixes(), req.Prefixes)
 	sent := 0
 	have := replica.Vector(req.Have)
-	g.r.ObservePeer(p.String(), have)
+	if err := g.r.ObservePeer(ctx, p.String(), have); err != nil {
+		return 0, err
+	}
 	if overlap && g.r.BehindHorizon(have) {
 		// Tombstones the peer never saw are gone here: send everything, and
 		// say so, so the peer drops what the snapshot shows was deleted.
@@ -381,7 +456,21 @@ func (g *Gossip) serveSync(ctx context.Context, s network.Stream, cs *countingSt
 			return sent, err
 		}
 	}
-	return sent, write(syncFrame{V: FormatVersion, Done: true, Vector: vec, Prefixes: g.r.Prefixes()})
+	done := syncFrame{V: FormatVersion, Done: true, Vector: vec, Prefixes: g.r.Prefixes()}
+	if overlap {
+		srcs := slices.Sorted(maps.Keys(vec))
+		budget := g.cfg.MaxMessageSize / 2
+		for _, h := range g.r.Heads(srcs) {
+			w := toWire(h, -1, true)
+			if budget -= len(h.Key) + changeOverhead; budget < 0 {
+				break // no head: the initiator's watermark for that source waits
+			}
+			done.Heads = append(done.Heads, w)
+		}
+		sum := g.r.StateFingerprint()
+		done.Fingerprint, done.Count = sum.FP[:], sum.Count
+	}
+	return sent, write(done)
 }
 
 // syncLoop starts catch-ups: with peers already connected, with every newly

@@ -18,7 +18,10 @@ import (
 
 // FormatVersion is the wire format version carried by every message,
 // request and frame. A peer rejects versions it does not know.
-const FormatVersion = 1
+//
+// Version 2 signs every change by its origin (WireChange.Sig) and counts
+// sequence numbers per generation (WireChange.Gen).
+const FormatVersion = 2
 
 // Wire errors, matched with errors.Is.
 var (
@@ -54,6 +57,8 @@ type WireChange struct {
 	UpdatedAt int64  `cbor:"9,keyasint"`
 	ValueSize uint64 `cbor:"10,keyasint,omitempty"`
 	ValueHash []byte `cbor:"11,keyasint,omitempty"`
+	Gen       uint64 `cbor:"12,keyasint"`
+	Sig       []byte `cbor:"13,keyasint"`
 }
 
 // changeOverhead bounds a WireChange's encoding beyond its key and value.
@@ -88,20 +93,26 @@ func unmarshal(b []byte, v any) error {
 func marshal(v any) ([]byte, error) { return cbor.Marshal(v) }
 
 // toWire converts c for the wire; with inline >= 0, a value longer than
-// inline is left out and announced by size and hash. keepOrigin keeps the
-// change's origin (values answered over the value protocol); otherwise the
-// enclosing Message carries it.
+// inline is left out and announced by size and hash (the hash is what the
+// origin's signature covers). keepOrigin keeps the change's origin (values
+// answered over the value protocol, heads); otherwise the enclosing Message
+// carries it. A change whose value is already left out (a head) keeps its
+// hash and has no size.
 func toWire(c replica.Change, inline int, keepOrigin bool) WireChange {
 	w := WireChange{
 		Key: c.Key, Value: c.Value, Deleted: c.Deleted, Version: c.Version, HLC: uint64(c.HLC),
-		Seq: c.Seq, CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt,
+		Seq: c.Seq, CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt, Gen: c.Gen, Sig: c.Sig,
 	}
 	if keepOrigin {
 		w.Origin = c.Origin
 	}
-	if c.Deleted {
+	switch {
+	case c.Deleted:
 		w.Value = nil
-	} else if w.Value == nil {
+	case c.Elided():
+		w.Value, w.ValueHash = nil, c.ValueHash
+		return w
+	case w.Value == nil:
 		w.Value = []byte{}
 	}
 	if inline >= 0 && len(c.Value) > inline {
@@ -127,7 +138,7 @@ func (w WireChange) change(origin string, maxValue int) (replica.Change, *announ
 	}
 	c := replica.Change{
 		Key: w.Key, Value: w.Value, Deleted: w.Deleted, Version: w.Version, HLC: replica.HLC(w.HLC),
-		Origin: origin, Seq: w.Seq, CreatedAt: w.CreatedAt, UpdatedAt: w.UpdatedAt,
+		Origin: origin, Seq: w.Seq, CreatedAt: w.CreatedAt, UpdatedAt: w.UpdatedAt, Gen: w.Gen, Sig: w.Sig,
 	}
 	var ann *announcement
 	switch {
@@ -140,6 +151,7 @@ func (w WireChange) change(origin string, maxValue int) (replica.Change, *announ
 		}
 		ann = &announcement{Size: w.ValueSize}
 		copy(ann.Hash[:], w.ValueHash)
+		c.ValueHash = w.ValueHash
 	case !c.Deleted && c.Value == nil:
 		c.Value = []byte{}
 	}
@@ -147,6 +159,22 @@ func (w WireChange) change(origin string, maxValue int) (replica.Change, *announ
 		return replica.Change{}, nil, err
 	}
 	return c, ann, nil
+}
+
+// head converts a head (a change with its value left out, origin set) from
+// a catch-up's last frame.
+func (w WireChange) head() (replica.Change, error) {
+	if err := replica.ValidateOrigin(w.Origin); err != nil {
+		return replica.Change{}, err
+	}
+	if w.ValueSize != 0 || w.Value != nil || (!w.Deleted && len(w.ValueHash) != sha256.Size) {
+		return replica.Change{}, fmt.Errorf("%w: head of %q is not a change without its value", replica.ErrInvalidChange, w.Key)
+	}
+	c := replica.Change{
+		Key: w.Key, Deleted: w.Deleted, Version: w.Version, HLC: replica.HLC(w.HLC), Origin: w.Origin,
+		Gen: w.Gen, Seq: w.Seq, CreatedAt: w.CreatedAt, UpdatedAt: w.UpdatedAt, ValueHash: w.ValueHash, Sig: w.Sig,
+	}
+	return c, c.Validate(0)
 }
 
 // EncodeMessage encodes m.

@@ -17,7 +17,7 @@ const testOrigin = "12D3KooWExampleOrigin"
 
 func testChange(key string, value []byte, seq uint64) replica.Change {
 	return replica.Change{
-		Key: key, Value: value, Version: seq, HLC: replica.HLC(seq << 16), Origin: testOrigin, Seq: seq,
+		Key: key, Value: value, Version: seq, HLC: replica.HLC(seq << 16), Origin: testOrigin, Gen: 1, Seq: seq,
 		CreatedAt: 1_700_000_000_000_000_000, UpdatedAt: 1_700_000_000_000_000_000 + int64(seq),
 	}
 }
@@ -61,7 +61,7 @@ func TestWireChange_RoundTrip(t *testing.T) {
 }
 
 func TestDecodeMessage_Limits(t *testing.T) {
-	ok, _ := EncodeMessage(Message{V: 1, Origin: testOrigin})
+	ok, _ := EncodeMessage(Message{V: FormatVersion, Origin: testOrigin})
 	for name, tc := range map[string]struct {
 		data []byte
 		max  int

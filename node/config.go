@@ -54,8 +54,11 @@ type Config struct {
 	TombstoneGrace time.Duration
 	// GCInterval is the time between tombstone collections; the membership
 	// whose horizon they respect is every peer seen in catch-up within
-	// MembershipWindow. A peer silent for longer gets a full snapshot when
-	// it comes back.
+	// MembershipWindow (persisted, so a restart forgets nobody). A peer
+	// silent for longer gets a full snapshot when it comes back. The window
+	// must be longer than the grace period: a peer away for less than the
+	// grace period keeps holding collection back, and only peers gone for
+	// longer than both pay with a snapshot.
 	GCInterval       time.Duration
 	MembershipWindow time.Duration
 	// PSK, if set (32 bytes), makes a private network: only peers with the
@@ -82,7 +85,7 @@ func DefaultConfig() Config {
 		MDNSService:      "peerstate",
 		Rendezvous:       "peerstate",
 		GCInterval:       10 * time.Minute,
-		MembershipWindow: 24 * time.Hour,
+		MembershipWindow: 72 * time.Hour,
 		DHTInterval:      time.Minute,
 		Gossip:           gossip.DefaultConfig(),
 	}
@@ -130,6 +133,13 @@ func (c Config) Validate() error {
 	}
 	if c.GCInterval <= 0 || c.MembershipWindow <= 0 || c.TombstoneGrace < 0 {
 		errs = append(errs, errors.New("tombstone collection: GC interval and membership window must be positive"))
+	}
+	grace := c.TombstoneGrace
+	if grace == 0 {
+		grace = 24 * time.Hour
+	}
+	if c.MembershipWindow > 0 && c.MembershipWindow <= grace {
+		errs = append(errs, fmt.Errorf("tombstone collection: membership window %v must be longer than the tombstone grace %v", c.MembershipWindow, grace))
 	}
 	if c.MDNS && c.MDNSService == "" {
 		errs = append(errs, errors.New("mDNS on without a service name"))

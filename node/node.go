@@ -52,9 +52,11 @@ type Node struct {
 
 	ctx    context.Context // lives until Close
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	once   sync.Once
-	err    error
+	// psCancel stops pubsub, after gossip has closed.
+	psCancel context.CancelFunc
+	wg       sync.WaitGroup
+	once     sync.Once
+	err      error
 }
 
 // New starts a node. On error nothing is left running.
@@ -110,12 +112,16 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	n.rep, err = replica.New(ctx, store, replica.Config{ID: n.host.ID().String(), Prefixes: cfg.Prefixes, TombstoneGrace: cfg.TombstoneGrace})
+	n.rep, err = replica.New(ctx, store, replica.Config{Key: key, Prefixes: cfg.Prefixes, TombstoneGrace: cfg.TombstoneGrace})
 	if err != nil {
 		store.Close()
 		return nil, err
 	}
-	n.ps, err = gossip.NewPubSub(n.ctx, n.host, cfg.Gossip)
+	// Pubsub lives until gossip has closed: its own context, cancelled
+	// after gossip.Close in Close.
+	var psCtx context.Context
+	psCtx, n.psCancel = context.WithCancel(context.Background())
+	n.ps, err = gossip.NewPubSub(psCtx, n.host, cfg.Gossip)
 	if err != nil {
 		return nil, err
 	}
@@ -286,6 +292,9 @@ func (n *Node) Close() error {
 		}
 		if n.gossip != nil {
 			errs = append(errs, n.gossip.Close())
+		}
+		if n.psCancel != nil {
+			n.psCancel()
 		}
 		if n.host != nil {
 			errs = append(errs, n.host.Close())

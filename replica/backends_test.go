@@ -29,7 +29,7 @@ func TestConformance_Durable(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				r, err := replica.New(context.Background(), local, replica.Config{ID: "peerA"})
+				r, err := replica.New(context.Background(), local, replica.Config{Key: keyFor("peerA")})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -38,7 +38,7 @@ func TestConformance_Durable(t *testing.T) {
 			}
 			storetest.Run(t, func(t *testing.T) datastore.Store { return opener(t, t.TempDir()) })
 			storetest.RunDurable(t, opener)
-			t.Run("SequenceSurvivesReopen", func(t *testing.T) {
+			t.Run("GenerationAfterReopen", func(t *testing.T) {
 				dir := t.TempDir()
 				ctx := context.Background()
 				r := opener(t, dir).(*replica.Replica)
@@ -52,14 +52,15 @@ func TestConformance_Durable(t *testing.T) {
 				if _, err := r.Set(ctx, "/k", []byte("w")); err != nil {
 					t.Fatal(err)
 				}
-				// Numbering resumes past the reserved block: no sequence
-				// number is used twice.
+				// A reopened replica writes under a new generation, so no
+				// (generation, sequence) pair is used twice, whatever the
+				// store remembered.
 				c, _, err := r.Current(ctx, "/k")
-				if err != nil || c.Seq <= 3 || c.Version != 4 {
-					t.Fatalf("after reopen the next write is %+v, %v; want version 4 and a new sequence", c, err)
+				if err != nil || c.Gen != r.Generation() || c.Seq != 1 || c.Version != 4 {
+					t.Fatalf("after reopen the next write is %+v, %v; want version 4, seq 1 of generation %d", c, err, r.Generation())
 				}
-				if v, _ := r.Watermarks(ctx); v["peerA"] != c.Seq {
-					t.Fatalf("watermarks %v, want peerA at %d", v, c.Seq)
+				if v, _ := r.Watermarks(ctx); v[c.Source()] != c.Seq {
+					t.Fatalf("watermarks %v, want %s at %d", v, c.Source(), c.Seq)
 				}
 			})
 		})
@@ -77,7 +78,7 @@ func TestReplica_ConcurrentLocalWrites(t *testing.T) {
 	}
 	var mu sync.Mutex
 	var sent []replica.Change
-	a, err := replica.New(ctx, local, replica.Config{ID: "a", Broadcaster: broadcastFunc(func(cs []replica.Change) {
+	a, err := replica.New(ctx, local, replica.Config{Key: keyFor("a"), Broadcaster: broadcastFunc(func(cs []replica.Change) {
 		mu.Lock()
 		sent = append(sent, cs...)
 		mu.Unlock()
@@ -113,10 +114,10 @@ func TestReplica_ConcurrentLocalWrites(t *testing.T) {
 		t.Fatalf("%d changes broadcast, want %d", len(sent), writers*writes)
 	}
 	v, _ := a.Watermarks(ctx)
-	if v["a"] < writers*writes {
-		t.Fatalf("watermark %d below the %d writes", v["a"], writers*writes)
+	if src := replica.SourceOf(a.ID(), a.Generation()); v[src] < writers*writes {
+		t.Fatalf("watermark %d below the %d writes", v[src], writers*writes)
 	}
-	b, err := replica.New(ctx, memory.New(), replica.Config{ID: "b"})
+	b, err := replica.New(ctx, memory.New(), replica.Config{Key: keyFor("b")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,8 @@ package replica
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -51,6 +53,20 @@ func (c *hlcClock) Next() HLC {
 	return c.last
 }
 
+// NextAfter returns a timestamp for a local write that is also above h (the
+// timestamp of the change it replaces, which this clock has seen).
+func (c *hlcClock) NextAfter(h HLC) HLC {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.last = max(c.last, h)
+	if pt := physical(c.now()); pt > c.last {
+		c.last = pt
+	} else {
+		c.last++
+	}
+	return c.last
+}
+
 // Observe moves the clock past a timestamp seen from a peer, unless that
 // timestamp is further ahead of our wall clock than the allowed skew: a peer
 // with a runaway clock must not drag everyone's clock along.
@@ -64,21 +80,32 @@ func (c *hlcClock) Observe(h HLC) {
 
 // Change is one replicated write of one key: the key's full state after the
 // write. A delete is a change with Deleted set and no value (a tombstone).
+//
+// A change is signed by its origin (Sig, see VerifyChange) over everything
+// below but the value itself, for which its SHA-256 stands: a change whose
+// value is left out (ValueHash set, Value nil) can still be checked, and
+// the value, fetched later, is checked against the hash.
 type Change struct {
 	Key       string
-	Value     []byte // nil for a delete
+	Value     []byte // nil for a delete, or when left out (ValueHash set)
 	Deleted   bool
 	Version   uint64 // the replicated per-key version
 	HLC       HLC
 	Origin    string // the writer's peer ID
-	Seq       uint64 // the writer's sequence number: 1, 2, 3, … without gaps
+	Gen       uint64 // the writer's generation: a new one each time its replica opens
+	Seq       uint64 // the writer's sequence number within Gen: 1, 2, 3, …
 	CreatedAt int64  // Unix nanoseconds
 	UpdatedAt int64  // Unix nanoseconds
+	// ValueHash is the SHA-256 of a value left out; nil otherwise.
+	ValueHash []byte
+	// Sig is the origin's signature.
+	Sig []byte
 }
 
 // Less reports whether c comes before d in the deterministic per-key order:
 // higher version wins; equal versions are ordered by HLC timestamp, then by
-// origin peer ID.
+// origin peer ID (then generation and sequence, which only a writer whose
+// clock went backwards can need).
 func (c Change) Less(d Change) bool {
 	if c.Version != d.Version {
 		return c.Version < d.Version
@@ -86,7 +113,47 @@ func (c Change) Less(d Change) bool {
 	if c.HLC != d.HLC {
 		return c.HLC < d.HLC
 	}
-	return c.Origin < d.Origin
+	if c.Origin != d.Origin {
+		return c.Origin < d.Origin
+	}
+	if c.Gen != d.Gen {
+		return c.Gen < d.Gen
+	}
+	return c.Seq < d.Seq
+}
+
+// Same reports whether c and d are the same write of the same key.
+func (c Change) Same(d Change) bool {
+	return c.Key == d.Key && c.Origin == d.Origin && c.Gen == d.Gen && c.Seq == d.Seq &&
+		c.Version == d.Version && c.HLC == d.HLC && c.Deleted == d.Deleted
+}
+
+// Elided reports whether the change's value is left out (announced by hash).
+func (c Change) Elided() bool { return !c.Deleted && c.Value == nil && c.ValueHash != nil }
+
+// Source returns the change's source: its origin and generation.
+func (c Change) Source() string { return SourceOf(c.Origin, c.Gen) }
+
+// SourceOf names one generation of an origin, the unit sequence numbers and
+// watermarks count in: "{origin}/{gen}".
+func SourceOf(origin string, gen uint64) string {
+	return origin + "/" + strconv.FormatUint(gen, 10)
+}
+
+// ParseSource splits a source into origin and generation.
+func ParseSource(s string) (origin string, gen uint64, err error) {
+	origin, num, ok := strings.Cut(s, "/")
+	if !ok {
+		return "", 0, fmt.Errorf("%w: bad source %q", ErrInvalidChange, s)
+	}
+	if err := ValidateOrigin(origin); err != nil {
+		return "", 0, err
+	}
+	gen, err = strconv.ParseUint(num, 10, 64)
+	if err != nil || gen == 0 || strconv.FormatUint(gen, 10) != num {
+		return "", 0, fmt.Errorf("%w: bad source %q", ErrInvalidChange, s)
+	}
+	return origin, gen, nil
 }
 
 // Validate checks a change received from a peer. maxValue caps the value
@@ -107,10 +174,22 @@ func (c Change) Validate(maxValue int) error {
 	switch {
 	case c.Version == 0:
 		return fmt.Errorf("%w: %q: version 0", ErrInvalidChange, c.Key)
+	case c.Version > datastore.MaxVersion:
+		return fmt.Errorf("%w: %q: version %d over the ceiling %d", ErrInvalidChange, c.Key, c.Version, datastore.MaxVersion)
+	case c.Version > uint64(c.HLC):
+		// Along a key's history every write's timestamp is above the one it
+		// replaced, so a version never exceeds its timestamp; with
+		// timestamps bounded by the receivers' clocks, no writer can push a
+		// key's version towards the ceiling.
+		return fmt.Errorf("%w: %q: version %d above its timestamp %s", ErrInvalidChange, c.Key, c.Version, c.HLC)
+	case c.Gen == 0:
+		return fmt.Errorf("%w: %q: generation 0", ErrInvalidChange, c.Key)
 	case c.Seq == 0:
 		return fmt.Errorf("%w: %q: sequence 0", ErrInvalidChange, c.Key)
-	case c.Deleted && c.Value != nil:
+	case c.Deleted && (c.Value != nil || c.ValueHash != nil):
 		return fmt.Errorf("%w: %q: a delete carries a value", ErrInvalidChange, c.Key)
+	case c.ValueHash != nil && (c.Value != nil || len(c.ValueHash) != 32):
+		return fmt.Errorf("%w: %q: malformed value hash", ErrInvalidChange, c.Key)
 	case c.UpdatedAt < c.CreatedAt:
 		return fmt.Errorf("%w: %q: updated before created", ErrInvalidChange, c.Key)
 	}
@@ -129,9 +208,20 @@ func ValidateOrigin(origin string) error {
 	return nil
 }
 
-// Vector maps an origin to its watermark: the highest sequence number up to
-// which this peer has incorporated every one of the origin's changes.
+// Vector maps a source (SourceOf: an origin's generation) to its watermark:
+// the highest sequence number up to which this peer has incorporated every
+// one of the source's changes.
 type Vector map[string]uint64
+
+// Sources returns the vector's sources, sorted.
+func (v Vector) Sources() []string {
+	out := make([]string, 0, len(v))
+	for s := range v {
+		out = append(out, s)
+	}
+	slices.Sort(out)
+	return out
+}
 
 // Clone returns a copy.
 func (v Vector) Clone() Vector {

@@ -61,7 +61,7 @@ func newNet(t *testing.T, n int, seed uint64, loss, dup float64) *lossyNet {
 	net := &lossyNet{rng: rand.New(rand.NewPCG(seed, 7)), loss: loss, dup: dup, partitioned: map[int]bool{}}
 	for i := range n {
 		r, err := replica.New(context.Background(), memory.New(), replica.Config{
-			ID:             fmt.Sprintf("peer%d", i),
+			Key:            keyFor(fmt.Sprintf("peer%d", i)),
 			Broadcaster:    netBroadcaster{net, i},
 			TombstoneGrace: time.Nanosecond,
 		})
@@ -110,8 +110,8 @@ func pull(t *testing.T, from, to *replica.Replica) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := to.Advance(ctx, cover, from.Prefixes()); err != nil {
-		t.Fatal(err)
+	if bad, err := to.Advance(ctx, cover, from.Heads(cover.Sources()), from.Prefixes()); err != nil || bad > 0 {
+		t.Fatalf("advance: %d bad heads, %v", bad, err)
 	}
 	return sent
 }
@@ -282,7 +282,7 @@ func TestReplica_RemoteEvents(t *testing.T) {
 	}
 	net.deliverSome(t, 10)
 	ev := <-w.Events()
-	if ev.Type != datastore.Created || ev.Origin != "peer0" || string(ev.NewValue) != "one" || ev.Version != 1 {
+	if ev.Type != datastore.Created || ev.Origin != net.replicas[0].ID() || string(ev.NewValue) != "one" || ev.Version != 1 {
 		t.Fatalf("remote event %+v", ev)
 	}
 	// A CAS with the version read on the other peer succeeds.
@@ -306,20 +306,31 @@ func TestReplica_RejectsBadChanges(t *testing.T) {
 	net := newNet(t, 2, 1, 0, 0)
 	ctx := context.Background()
 	b := net.replicas[1]
-	good := replica.Change{Key: "/ok", Value: []byte("v"), Version: 1, HLC: 1 << 16, Origin: "peer0", Seq: 1, CreatedAt: 1, UpdatedAt: 1}
+	key, origin := keyFor("peer0"), idFor("peer0")
+	signed := func(c replica.Change) replica.Change {
+		t.Helper()
+		if c.Gen == 0 {
+			c.Gen = 1
+		}
+		if err := replica.SignWith(key, &c); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	good := signed(replica.Change{Key: "/ok", Value: []byte("v"), Version: 1, HLC: 1 << 16, Origin: origin, Seq: 1, CreatedAt: 1, UpdatedAt: 1})
 	bad := []replica.Change{
-		{Key: "bad", Value: []byte("v"), Version: 1, Origin: "peer0", Seq: 2},
-		{Key: "/.peerstate/wm/peer0", Value: []byte("99"), Version: 1, Origin: "peer0", Seq: 3},
-		{Key: "/ok2", Version: 0, Origin: "peer0", Seq: 4},
-		{Key: "/ok3", Version: 1, Origin: "", Seq: 5},
-		{Key: "/ok4", Version: 1, Origin: "peer0", Seq: 6, Deleted: true, Value: []byte("x")},
+		signed(replica.Change{Key: "bad", Value: []byte("v"), Version: 1, HLC: 1 << 16, Origin: origin, Seq: 2}),
+		signed(replica.Change{Key: "/.peerstate/wm/peer0", Value: []byte("99"), Version: 1, HLC: 1 << 16, Origin: origin, Seq: 3}),
+		signed(replica.Change{Key: "/ok2", Version: 0, HLC: 1 << 16, Origin: origin, Seq: 4}),
+		signed(replica.Change{Key: "/ok3", Version: 1, HLC: 1 << 16, Origin: "", Seq: 5}),
+		signed(replica.Change{Key: "/ok4", Version: 1, HLC: 1 << 16, Origin: origin, Seq: 6, Deleted: true, Value: []byte("x")}),
 	}
 	res, err := b.Apply(ctx, "peer0", append([]replica.Change{good}, bad...))
 	if !errors.Is(err, replica.ErrInvalidChange) || !errors.Is(err, datastore.ErrInvalidKey) {
 		t.Fatalf("Apply of bad changes: %v", err)
 	}
-	if res.Applied != 1 {
-		t.Fatalf("applied %d, want only the good one", res.Applied)
+	if res.Applied != 1 || res.Invalid != len(bad) {
+		t.Fatalf("applied %d, invalid %d: want only the good one applied", res.Applied, res.Invalid)
 	}
 	if _, n := stateHash(t, b); n != 1 {
 		t.Fatalf("%d entries, want 1", n)
@@ -327,6 +338,7 @@ func TestReplica_RejectsBadChanges(t *testing.T) {
 	// A stale replay changes nothing.
 	newer := good
 	newer.Version, newer.Seq, newer.HLC, newer.Value = 2, 7, 2<<16, []byte("v2")
+	newer = signed(newer)
 	if _, err := b.Apply(ctx, "peer0", []replica.Change{newer}); err != nil {
 		t.Fatal(err)
 	}
@@ -347,12 +359,12 @@ func TestReplica_RejectsBadChanges(t *testing.T) {
 // incorporated, so its watermark keeps up with a writer of other keys too.
 func TestReplica_PartialWatermark(t *testing.T) {
 	ctx := context.Background()
-	a, err := replica.New(ctx, memory.New(), replica.Config{ID: "a"})
+	a, err := replica.New(ctx, memory.New(), replica.Config{Key: keyFor("a")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	b, err := replica.New(ctx, memory.New(), replica.Config{ID: "b", Prefixes: []string{"/peers/"}})
+	b, err := replica.New(ctx, memory.New(), replica.Config{Key: keyFor("b"), Prefixes: []string{"/peers/"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -368,8 +380,9 @@ func TestReplica_PartialWatermark(t *testing.T) {
 	if err != nil || res.Applied != 2 || res.Skipped != 1 {
 		t.Fatalf("apply = %+v, %v", res, err)
 	}
-	if v, _ := b.Watermarks(ctx); v["a"] != 3 {
-		t.Fatalf("b's watermark for a is %d, want 3", v["a"])
+	src := replica.SourceOf(a.ID(), a.Generation())
+	if v, _ := b.Watermarks(ctx); v[src] != 3 {
+		t.Fatalf("b's watermark for a is %d, want 3", v[src])
 	}
 	if _, err := b.Get(ctx, "/local/y"); err == nil {
 		t.Fatal("b holds a key outside its prefixes")
@@ -442,7 +455,7 @@ func TestReplica_ConcurrentConvergence(t *testing.T) {
 						return err
 					})
 					if err == nil {
-						err = to.Advance(ctx, cover, nil)
+						_, err = to.Advance(ctx, cover, from.Heads(cover.Sources()), nil)
 					}
 					if err != nil {
 						errs <- err

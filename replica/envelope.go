@@ -15,40 +15,91 @@ import (
 // Bookkeeping lives under a reserved prefix of the local store, hidden from
 // users' List and Watch and refused to their writes:
 //
-//	/.peerstate/wm/{origin}            the origin's watermark (decimal)
-//	/.peerstate/idx/{origin}/{seq:020} the key whose current state that change is
+//	/.peerstate/format                        the layout version of this bookkeeping
+//	/.peerstate/gen                           our current generation (decimal)
+//	/.peerstate/wm/{origin}/{gen:020}         a source's watermark (decimal)
+//	/.peerstate/idx/{origin}/{gen:020}/{seq:020}  the key whose current state that change is
+//	/.peerstate/head/{origin}/{gen:020}       the source's highest signed change seen (value left out)
+//	/.peerstate/floor/{bucket}                version floor of collected keys, per key bucket
+//	/.peerstate/horizon/{origin}/{gen:020}    tombstones up to here may be collected
+//	/.peerstate/peer/{id}                     a peer's vector as last observed, and when
+//	/.peerstate/prefixes                      the prefixes replicated when the watermarks were made
 const (
 	reservedRoot  = "/.peerstate"
+	formatKey     = reservedRoot + "/format"
+	genKey        = reservedRoot + "/gen"
 	watermarkRoot = reservedRoot + "/wm/"
 	indexRoot     = reservedRoot + "/idx/"
+	headRoot      = reservedRoot + "/head/"
+	floorRoot     = reservedRoot + "/floor/"
+	peerRoot      = reservedRoot + "/peer/"
+	prefixesKey   = reservedRoot + "/prefixes"
 )
+
+// layoutFormat is the version of the bookkeeping layout above.
+const layoutFormat = "2"
 
 func isReserved(key string) bool {
 	return key == reservedRoot || strings.HasPrefix(key, reservedRoot+"/")
 }
 
-func watermarkKey(origin string) string { return watermarkRoot + origin }
-
-func indexKey(origin string, seq uint64) string {
-	return fmt.Sprintf("%s%s/%020d", indexRoot, origin, seq)
+// sourcePath is a source's segment pair in bookkeeping keys: origin and
+// zero-padded generation, so an origin's generations sort in order.
+func sourcePath(source string) string {
+	origin, gen, err := ParseSource(source)
+	if err != nil {
+		return source // never stored: sources are validated before use
+	}
+	return fmt.Sprintf("%s/%020d", origin, gen)
 }
 
-func parseIndexKey(key string) (origin string, seq uint64, ok bool) {
+// parseSourcePath is the inverse of sourcePath.
+func parseSourcePath(p string) (string, bool) {
+	origin, num, ok := strings.Cut(p, "/")
+	if !ok || len(num) != 20 || ValidateOrigin(origin) != nil {
+		return "", false
+	}
+	gen, err := strconv.ParseUint(num, 10, 64)
+	if err != nil || gen == 0 {
+		return "", false
+	}
+	return SourceOf(origin, gen), true
+}
+
+func watermarkKey(source string) string { return watermarkRoot + sourcePath(source) }
+
+func headKey(source string) string { return headRoot + sourcePath(source) }
+
+func indexPrefix(source string) string { return indexRoot + sourcePath(source) + "/" }
+
+func indexKey(source string, seq uint64) string {
+	return fmt.Sprintf("%s%020d", indexPrefix(source), seq)
+}
+
+func parseIndexKey(key string) (source string, seq uint64, ok bool) {
 	rest, found := strings.CutPrefix(key, indexRoot)
 	if !found {
 		return "", 0, false
 	}
-	origin, num, found := strings.Cut(rest, "/")
-	if !found {
+	i := strings.LastIndexByte(rest, '/')
+	if i < 0 {
 		return "", 0, false
 	}
-	seq, err := strconv.ParseUint(num, 10, 64)
-	return origin, seq, err == nil
+	source, ok = parseSourcePath(rest[:i])
+	if !ok {
+		return "", 0, false
+	}
+	seq, err := strconv.ParseUint(rest[i+1:], 10, 64)
+	return source, seq, err == nil
 }
 
 // envelope is what the replica stores as the local value of a user key: the
 // value with its replication metadata. The local store's own version and
 // timestamps are not the replicated ones; the envelope's are.
+//
+// Format 2 added the generation and the origin's signature. A head (the
+// highest change of a source, kept without its value) is an envelope with
+// ValueHash set.
 type envelope struct {
 	_         struct{} `cbor:",toarray"`
 	Format    uint8
@@ -60,14 +111,19 @@ type envelope struct {
 	Seq       uint64
 	CreatedAt int64
 	UpdatedAt int64
+	Gen       uint64
+	Sig       []byte
+	ValueHash []byte
+	Key       string // heads only: the key is not the entry's own
 }
 
-const envelopeFormat = 1
+const envelopeFormat = 2
 
 func encodeEnvelope(c Change) ([]byte, error) {
 	return cbor.Marshal(envelope{
 		Format: envelopeFormat, Value: c.Value, Deleted: c.Deleted, Version: c.Version, HLC: c.HLC,
 		Origin: c.Origin, Seq: c.Seq, CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt,
+		Gen: c.Gen, Sig: c.Sig, ValueHash: c.ValueHash,
 	})
 }
 
@@ -80,11 +136,40 @@ func decodeEnvelope(key string, b []byte) (Change, error) {
 		return Change{}, fmt.Errorf("replica: %q: envelope format %d unknown", key, e.Format)
 	}
 	c := Change{Key: key, Value: e.Value, Deleted: e.Deleted, Version: e.Version, HLC: e.HLC,
-		Origin: e.Origin, Seq: e.Seq, CreatedAt: e.CreatedAt, UpdatedAt: e.UpdatedAt}
-	if !c.Deleted && c.Value == nil {
+		Origin: e.Origin, Seq: e.Seq, CreatedAt: e.CreatedAt, UpdatedAt: e.UpdatedAt,
+		Gen: e.Gen, Sig: e.Sig, ValueHash: e.ValueHash}
+	if e.Key != "" {
+		c.Key = e.Key
+	}
+	if !c.Deleted && c.Value == nil && c.ValueHash == nil {
 		c.Value = []byte{}
 	}
 	return c, nil
+}
+
+// encodeHead stores c without its value: the proof that its source reached
+// c.Seq.
+func encodeHead(c Change) ([]byte, error) {
+	h := c.valueHash()
+	e := envelope{
+		Format: envelopeFormat, Deleted: c.Deleted, Version: c.Version, HLC: c.HLC,
+		Origin: c.Origin, Seq: c.Seq, CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt,
+		Gen: c.Gen, Sig: c.Sig, Key: c.Key,
+	}
+	if !c.Deleted {
+		e.ValueHash = h[:]
+	}
+	return cbor.Marshal(e)
+}
+
+// Elide returns c with its value left out and announced by its hash.
+func (c Change) Elide() Change {
+	if c.Deleted || c.Value == nil {
+		return c
+	}
+	h := c.valueHash()
+	c.ValueHash, c.Value = h[:], nil
+	return c
 }
 
 func (c Change) record() engine.Record {

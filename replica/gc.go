@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
+
+	"github.com/fxamacker/cbor/v2"
 
 	"github.com/univrs/peerstate/datastore"
 )
@@ -23,27 +26,73 @@ import (
 // gone. It gets a full snapshot instead of a delta, and Reconcile drops what
 // the snapshot shows was deleted.
 
-const (
-	horizonRoot = reservedRoot + "/horizon/"
-	// floorKey holds the highest version of a collected key: a key written
-	// after its tombstone is gone starts above it, so versions still never
-	// repeat for a key and a stale compare-and-set cannot succeed.
-	floorKey = reservedRoot + "/floor"
-)
+const horizonRoot = reservedRoot + "/horizon/"
+
+// Version floors. A key written after its tombstone is gone starts above
+// the highest version collected in its bucket, so versions still never
+// repeat for a key and a stale compare-and-set cannot succeed. Floors are
+// kept per bucket of keys (by key hash), not per key — a record per deleted
+// key would keep what collection exists to drop — and not for the whole
+// store: a tombstone, however high its version, lifts the floor of 1/1024
+// of the keys, and since a version never exceeds its timestamp
+// (Change.Validate) no floor comes near the ceiling.
+const floorBuckets = 1024
+
+func floorBucket(key string) uint16 { return uint16(KeyHash(key) % floorBuckets) }
+
+func floorKey(b uint16) string { return floorRoot + strconv.Itoa(int(b)) }
 
 type observed struct {
-	v  Vector
-	at time.Time
+	V  Vector    `cbor:"1,keyasint"`
+	At time.Time `cbor:"2,keyasint"`
 }
 
-// ObservePeer records a peer's vector, learned in a catch-up exchange.
-func (r *Replica) ObservePeer(id string, v Vector) {
+// ObservePeer records a peer's vector, learned in a catch-up exchange. The
+// record is kept in the local store, so tombstone collection after a restart
+// still counts the peers seen before it; at most Config.MaxPeers are kept,
+// the least recently seen forgotten first.
+func (r *Replica) ObservePeer(ctx context.Context, id string, v Vector) error {
+	if ValidateOrigin(id) != nil {
+		return fmt.Errorf("%w: bad peer %q", ErrInvalidChange, id)
+	}
+	o := observed{V: v.Clone(), At: r.cfg.Now()}
+	enc, err := cbor.Marshal(o)
+	if err != nil {
+		return fmt.Errorf("replica: encode peer vector: %w", err)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.peers == nil {
-		r.peers = map[string]observed{}
+	ops := []datastore.Op{datastore.OpSet(peerRoot+id, enc)}
+	var evict []string
+	if _, known := r.peers[id]; !known && len(r.peers) >= r.cfg.MaxPeers {
+		oldest := ""
+		for p, ob := range r.peers {
+			if oldest == "" || ob.At.Before(r.peers[oldest].At) {
+				oldest = p
+			}
+		}
+		evict = append(evict, oldest)
+		ops = append(ops, datastore.OpDelete(peerRoot+oldest))
 	}
-	r.peers[id] = observed{v: v.Clone(), at: r.cfg.Now()}
+	if _, err := r.local.Txn(ctx, ops...); err != nil {
+		return fmt.Errorf("replica: record peer vector: %w", err)
+	}
+	for _, p := range evict {
+		delete(r.peers, p)
+	}
+	r.peers[id] = o
+	return nil
+}
+
+func (r *Replica) loadPeers(ctx context.Context) error {
+	return r.scan(ctx, peerRoot, func(e datastore.Entry) error {
+		var o observed
+		if err := cbor.Unmarshal(e.Value, &o); err != nil {
+			return fmt.Errorf("replica: corrupt peer record %q: %w", e.Key, err)
+		}
+		r.peers[strings.TrimPrefix(e.Key, peerRoot)] = o
+		return nil
+	})
 }
 
 // ObservedPeers returns the peers whose vector was observed since t: the
@@ -53,7 +102,7 @@ func (r *Replica) ObservedPeers(since time.Time) []string {
 	defer r.mu.Unlock()
 	var out []string
 	for id, o := range r.peers {
-		if !o.at.Before(since) {
+		if !o.At.Before(since) {
 			out = append(out, id)
 		}
 	}
@@ -72,16 +121,16 @@ func (r *Replica) Horizon(peers []string) Vector {
 
 func (r *Replica) horizonLocked(peers []string) Vector {
 	h := Vector{}
-	for origin, s := range r.seqs {
-		h[origin] = s.contig
+	for src, s := range r.seqs {
+		h[src] = s.contig
 	}
 	for _, p := range peers {
 		o, ok := r.peers[p]
 		if !ok {
 			return Vector{}
 		}
-		for origin, seq := range h {
-			h[origin] = min(seq, o.v[origin])
+		for src, seq := range h {
+			h[src] = min(seq, o.V[src])
 		}
 	}
 	return h
@@ -102,18 +151,19 @@ func (r *Replica) CollectTombstones(ctx context.Context, peers []string) (int, e
 	h := r.horizonLocked(peers)
 	cutoff := physical(r.cfg.Now().Add(-r.cfg.TombstoneGrace))
 	dropped := 0
-	floor := r.floor
-	for origin, upto := range h {
-		from := max(r.collected[origin], r.scanned[origin])
+	for src, upto := range h {
+		from := max(r.collected[src], r.scanned[src])
 		if upto <= from {
 			continue
 		}
 		var ops []datastore.Op
+		var keys []string
+		floors := map[uint16]uint64{}
 		reached := upto // the horizon stops before the first tombstone kept for its age
-		err := r.scanRange(ctx, indexRoot+origin+"/", indexKey(origin, from), indexKey(origin, upto), func(e datastore.Entry) error {
+		err := r.scanRange(ctx, indexPrefix(src), indexKey(src, from), indexKey(src, upto), func(e datastore.Entry) error {
 			key := string(e.Value)
 			c, local, found, err := r.currentLocal(ctx, key)
-			if err != nil || !found || !c.Deleted || c.Origin != origin || r.inflight[key] != nil {
+			if err != nil || !found || !c.Deleted || c.Source() != src || r.inflight[key] != nil {
 				return err
 			}
 			if c.HLC > cutoff {
@@ -121,33 +171,33 @@ func (r *Replica) CollectTombstones(ctx context.Context, peers []string) (int, e
 				return nil
 			}
 			ops = append(ops, datastore.OpCheckVersion(key, local.Version), datastore.OpDelete(key), datastore.OpDelete(e.Key))
-			floor = max(floor, c.Version)
-			dropped++
+			b := floorBucket(key)
+			floors[b] = max(floors[b], r.floors[b], c.Version)
+			keys = append(keys, key)
 			return nil
 		})
 		if err != nil {
-			return 0, err
+			return dropped, err
 		}
-		if r.scanned == nil {
-			r.scanned = Vector{}
+		if len(ops) > 0 {
+			rec := max(reached, r.collected[src])
+			ops = append(ops, datastore.OpSet(horizonRoot+sourcePath(src), []byte(strconv.FormatUint(rec, 10))))
+			for b, f := range floors {
+				if f > r.floors[b] {
+					ops = append(ops, datastore.OpSet(floorKey(b), []byte(strconv.FormatUint(f, 10))))
+				}
+			}
+			if _, err := r.local.Txn(ctx, ops...); err != nil {
+				return dropped, fmt.Errorf("replica: collect tombstones of %s: %w", src, err)
+			}
+			r.collected[src] = rec
+			for b, f := range floors {
+				r.floors[b] = max(r.floors[b], f)
+			}
+			dropped += len(keys)
 		}
-		r.scanned[origin] = max(r.scanned[origin], reached)
-		if len(ops) == 0 {
-			continue // nothing dropped: peers behind here need no snapshot
-		}
-		reached = max(reached, r.collected[origin])
-		ops = append(ops, datastore.OpSet(horizonRoot+origin, []byte(strconv.FormatUint(reached, 10))))
-		if floor > r.floor {
-			ops = append(ops, datastore.OpSet(floorKey, []byte(strconv.FormatUint(floor, 10))))
-		}
-		if _, err := r.local.Txn(ctx, ops...); err != nil {
-			return 0, fmt.Errorf("replica: collect tombstones of %s: %w", origin, err)
-		}
-		if r.collected == nil {
-			r.collected = Vector{}
-		}
-		r.collected[origin] = reached
-		r.floor = floor
+		// Only once the commit stands does the scan move on.
+		r.scanned[src] = max(r.scanned[src], reached)
 	}
 	return dropped, nil
 }
@@ -180,8 +230,8 @@ func (r *Replica) scanRange(ctx context.Context, prefix, after, upto string, fn 
 func (r *Replica) BehindHorizon(have Vector) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for origin, upto := range r.collected {
-		if have[origin] < upto {
+	for src, upto := range r.collected {
+		if have[src] < upto {
 			return true
 		}
 	}
@@ -193,10 +243,12 @@ func (r *Replica) BehindHorizon(have Vector) bool {
 // sender had incorporated (at or below cover), was deleted and collected
 // there, so it is dropped here too. It returns how many keys it dropped.
 //
-// Only changes older than the tombstone grace period are dropped: a
-// collected tombstone was older than that, and so, but for clock skew
-// between concurrent writers, is what it deleted. This bounds what a lying
-// responder can make a peer drop to state that old.
+// A snapshot is the sender's word, so Reconcile drops only what that word
+// cannot hurt: never a change of this peer's own (in any generation), never
+// a change younger than the tombstone grace period (a collected tombstone
+// was older than that, and so is what it deleted), and only up to the
+// watermark this replica itself has for the change's source (which signed
+// heads bound).
 func (r *Replica) Reconcile(ctx context.Context, cover Vector, senderPrefixes []string, received map[string]bool) (int, error) {
 	if !coversAll(NormalizePrefixes(senderPrefixes), r.prefixes) {
 		return 0, nil
@@ -204,24 +256,31 @@ func (r *Replica) Reconcile(ctx context.Context, cover Vector, senderPrefixes []
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var ops []datastore.Op
-	floor := r.floor
+	var keys []string
+	floors := map[uint16]uint64{}
 	cutoff := physical(r.cfg.Now().Add(-r.cfg.TombstoneGrace))
-	for origin := range r.seqs {
-		upto := cover[origin]
+	for src, s := range r.seqs {
+		origin, _, err := ParseSource(src)
+		if err != nil || origin == r.cfg.ID {
+			continue
+		}
+		upto := min(cover[src], s.contig)
 		if upto == 0 {
 			continue
 		}
-		err := r.scanRange(ctx, indexRoot+origin+"/", "", indexKey(origin, upto), func(e datastore.Entry) error {
+		err = r.scanRange(ctx, indexPrefix(src), "", indexKey(src, upto), func(e datastore.Entry) error {
 			key := string(e.Value)
 			if received[key] || r.inflight[key] != nil {
 				return nil
 			}
 			c, local, found, err := r.currentLocal(ctx, key)
-			if err != nil || !found || c.HLC > cutoff {
+			if err != nil || !found || c.HLC > cutoff || c.Source() != src {
 				return err
 			}
 			ops = append(ops, datastore.OpCheckVersion(key, local.Version), datastore.OpDelete(key), datastore.OpDelete(e.Key))
-			floor = max(floor, c.Version+1) // the sender deleted it at a later version
+			b := floorBucket(key)
+			floors[b] = max(floors[b], r.floors[b], c.Version+1) // the sender deleted it at a later version
+			keys = append(keys, key)
 			return nil
 		})
 		if err != nil {
@@ -231,13 +290,19 @@ func (r *Replica) Reconcile(ctx context.Context, cover Vector, senderPrefixes []
 	if len(ops) == 0 {
 		return 0, nil
 	}
-	dropped := len(ops) / 3
-	if floor > r.floor {
-		ops = append(ops, datastore.OpSet(floorKey, []byte(strconv.FormatUint(floor, 10))))
+	for b, f := range floors {
+		if f > r.floors[b] {
+			ops = append(ops, datastore.OpSet(floorKey(b), []byte(strconv.FormatUint(f, 10))))
+		}
 	}
 	if _, err := r.local.Txn(ctx, ops...); err != nil {
 		return 0, fmt.Errorf("replica: reconcile snapshot: %w", err)
 	}
-	r.floor = floor
-	return dropped, nil
+	for b, f := range floors {
+		r.floors[b] = max(r.floors[b], f)
+	}
+	for _, k := range keys {
+		r.fp.remove(k)
+	}
+	return len(keys), nil
 }

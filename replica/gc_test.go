@@ -19,7 +19,9 @@ func syncFrom(t *testing.T, from, to *replica.Replica) {
 	t.Helper()
 	ctx := context.Background()
 	have, _ := to.Watermarks(ctx)
-	from.ObservePeer(to.ID(), have)
+	if err := from.ObservePeer(ctx, to.ID(), have); err != nil {
+		t.Fatal(err)
+	}
 	snapshot := from.BehindHorizon(have)
 	if snapshot {
 		have = replica.Vector{}
@@ -40,10 +42,12 @@ func syncFrom(t *testing.T, from, to *replica.Replica) {
 			t.Fatal(err)
 		}
 	}
-	if err := to.Advance(ctx, cover, from.Prefixes()); err != nil {
+	if _, err := to.Advance(ctx, cover, from.Heads(cover.Sources()), from.Prefixes()); err != nil {
 		t.Fatal(err)
 	}
-	to.ObservePeer(from.ID(), cover)
+	if err := to.ObservePeer(ctx, from.ID(), cover); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestReplica_TombstoneCollection(t *testing.T) {
@@ -77,7 +81,7 @@ func TestReplica_TombstoneCollection(t *testing.T) {
 		t.Fatal("tombstone still stored after collection")
 	}
 	// A horizon over a peer never observed collects nothing.
-	if n, err := a.CollectTombstones(ctx, []string{"stranger"}); err != nil || n != 0 {
+	if n, err := a.CollectTombstones(ctx, []string{idFor("stranger")}); err != nil || n != 0 {
 		t.Fatalf("collected %d with an unknown peer in the membership, %v", n, err)
 	}
 	// c comes back from beyond the horizon: its stale values must not
@@ -112,7 +116,7 @@ func TestReplica_TombstoneGrace(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	clock := func() time.Time { return now }
 	open := func(id string) *replica.Replica {
-		r, err := replica.New(ctx, memory.New(), replica.Config{ID: id, Now: clock, TombstoneGrace: time.Hour})
+		r, err := replica.New(ctx, memory.New(), replica.Config{Key: keyFor(id), Now: clock, TombstoneGrace: time.Hour})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -128,17 +132,17 @@ func TestReplica_TombstoneGrace(t *testing.T) {
 	}
 	syncFrom(t, a, b)
 	syncFrom(t, b, a)
-	if n, err := a.CollectTombstones(ctx, []string{"b"}); err != nil || n != 0 {
+	if n, err := a.CollectTombstones(ctx, []string{b.ID()}); err != nil || n != 0 {
 		t.Fatalf("collected %d young tombstones, %v", n, err)
 	}
 	if a.BehindHorizon(replica.Vector{}) {
 		t.Fatal("the horizon moved past a tombstone that was kept")
 	}
 	now = now.Add(2 * time.Hour)
-	if n, err := a.CollectTombstones(ctx, []string{"b"}); err != nil || n != 1 {
+	if n, err := a.CollectTombstones(ctx, []string{b.ID()}); err != nil || n != 1 {
 		t.Fatalf("collected %d aged tombstones, %v; want 1", n, err)
 	}
-	if got := a.ObservedPeers(now.Add(-3 * time.Hour)); len(got) != 1 || got[0] != "b" {
+	if got := a.ObservedPeers(now.Add(-3 * time.Hour)); len(got) != 1 || got[0] != b.ID() {
 		t.Fatalf("observed peers %v", got)
 	}
 }
@@ -147,7 +151,7 @@ func TestReplica_TombstoneGrace(t *testing.T) {
 // changes older than the grace period can have lost their tombstone.
 func TestReplica_ReconcileKeepsRecentState(t *testing.T) {
 	ctx := context.Background()
-	r, err := replica.New(ctx, memory.New(), replica.Config{ID: "r", TombstoneGrace: time.Hour})
+	r, err := replica.New(ctx, memory.New(), replica.Config{Key: keyFor("r"), TombstoneGrace: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +160,7 @@ func TestReplica_ReconcileKeepsRecentState(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A hostile "snapshot": nothing received, a vector covering everything.
-	n, err := r.Reconcile(ctx, replica.Vector{"r": 1 << 40}, nil, map[string]bool{})
+	n, err := r.Reconcile(ctx, replica.Vector{replica.SourceOf(r.ID(), r.Generation()): 1 << 40}, nil, map[string]bool{})
 	if err != nil || n != 0 {
 		t.Fatalf("reconcile dropped %d keys, %v", n, err)
 	}

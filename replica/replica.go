@@ -36,6 +36,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/univrs/peerstate/datastore"
 	"github.com/univrs/peerstate/internal/engine"
 )
@@ -52,26 +55,37 @@ type Broadcaster interface {
 
 // Config configures a Replica.
 type Config struct {
-	// ID is this peer's ID, the origin of its writes. Required.
+	// Key is this peer's libp2p identity key; it signs every local change.
+	// Required. Its peer ID must embed the public key (Ed25519 or
+	// secp256k1), so that receivers can check signatures from the ID alone.
+	Key crypto.PrivKey
+	// ID is this peer's ID, the origin of its writes; derived from Key when
+	// empty, and must match it otherwise.
 	ID string
 	// Broadcaster receives local changes; nil until SetBroadcaster.
 	Broadcaster Broadcaster
 	// Prefixes limits replication to keys under them; empty replicates
-	// everything. Other keys stay local.
+	// everything. Other keys stay local. Widening them between runs makes
+	// the next catch-ups fetch what was skipped.
 	Prefixes []string
 	// Now is the wall clock; time.Now if nil.
 	Now func() time.Time
 	// MaxValueSize caps values, local and remote; 0 means 64 MiB.
 	MaxValueSize int
 	// MaxClockSkew bounds how far ahead of our clock a peer's timestamp may
-	// pull our hybrid logical clock; 0 means one minute.
+	// be: changes stamped further ahead are not applied yet (catch-up brings
+	// them again later). 0 means one minute.
 	MaxClockSkew time.Duration
 	// DeleteMissingOK makes Delete of an absent key succeed.
 	DeleteMissingOK bool
 	// TombstoneGrace is how old (by its timestamp) a tombstone must be
 	// before it may be collected, besides being behind every member's
-	// watermark; 0 means 24 hours. See CollectTombstones.
+	// watermark; 0 means 24 hours. See CollectTombstones. Nothing younger
+	// than this is ever dropped on a peer's word.
 	TombstoneGrace time.Duration
+	// MaxPeers bounds the peers whose vectors are remembered for tombstone
+	// collection; the least recently seen are forgotten first. 0 means 1024.
+	MaxPeers int
 }
 
 // DefaultMaxValueSize is the default value cap.
@@ -79,7 +93,20 @@ const DefaultMaxValueSize = 64 << 20
 
 // Validate checks the configuration.
 func (c Config) Validate() error {
-	if err := ValidateOrigin(c.ID); err != nil {
+	if c.Key == nil {
+		return errors.New("replica: config: Key is required: every change is signed")
+	}
+	id, err := peer.IDFromPrivateKey(c.Key)
+	if err != nil {
+		return fmt.Errorf("replica: config: Key: %w", err)
+	}
+	if _, err := id.ExtractPublicKey(); err != nil {
+		return fmt.Errorf("replica: config: Key: a %s key's peer ID does not embed it; use Ed25519: %w", c.Key.Type(), err)
+	}
+	if c.ID != "" && c.ID != id.String() {
+		return fmt.Errorf("replica: config: ID %q is not the peer ID of Key (%s)", c.ID, id)
+	}
+	if err := ValidateOrigin(id.String()); err != nil {
 		return fmt.Errorf("replica: config: ID: %w", err)
 	}
 	for _, p := range c.Prefixes {
@@ -87,7 +114,7 @@ func (c Config) Validate() error {
 			return fmt.Errorf("replica: config: prefix: %w", err)
 		}
 	}
-	if c.MaxValueSize < 0 || c.MaxClockSkew < 0 || c.TombstoneGrace < 0 {
+	if c.MaxValueSize < 0 || c.MaxClockSkew < 0 || c.TombstoneGrace < 0 || c.MaxPeers < 0 {
 		return errors.New("replica: config: negative limit")
 	}
 	return nil
@@ -101,29 +128,46 @@ type Replica struct {
 	prefixes []string // normalized: each ends in "/"; nil: all
 	clock    *hlcClock
 	bc       atomic.Pointer[Broadcaster]
+	gen      uint64 // our generation: new each time the replica opens
+	source   string // SourceOf(cfg.ID, gen)
+	keys     keyCache
+	fp       *fingerprints
 
 	// mu guards the replication state. Remote changes, watermarks and
 	// tombstone collection are written under it; local writes are planned
 	// under it and commit outside it, their keys marked in flight.
-	mu          sync.Mutex
-	inflight    map[string]chan struct{} // keys of local writes committing; closed when done
-	seqNext     uint64                   // our next sequence number
-	seqReserved uint64                   // numbers up to here are reserved on disk
-	reserving   chan struct{}            // the local write reserving the next block, while it commits
-	seqs        map[string]*seqSet       // per origin; seqs[cfg.ID] counts our numbers done
-	peers       map[string]observed      // other peers' vectors, from catch-up exchanges
-	collected   Vector                   // per origin: tombstones up to here may be gone
-	scanned     Vector                   // per origin: no collectable tombstone up to here
-	floor       uint64                   // versions of collected keys are at most this
-	close       sync.Once
+	mu         sync.Mutex
+	inflight   map[string]chan struct{} // keys of local writes committing; closed when done
+	seqNext    uint64                   // our next sequence number in gen
+	genPending bool                     // gen is not recorded in the store yet
+	ownHead    Change                   // our highest committed change in gen, value left out
+	seqs       map[string]*seqSet       // per source; seqs[source] counts our numbers done
+	heads      map[string]Change        // per source: its highest signed change we know, value left out
+	peers      map[string]observed      // other peers' vectors, from catch-up exchanges
+	collected  Vector                   // per source: tombstones up to here may be gone
+	scanned    Vector                   // per source: no collectable tombstone up to here
+	floors     map[uint16]uint64        // per key bucket: versions of collected keys are at most this
+
+	watchers sync.WaitGroup
+	closing  chan struct{}
+	close    sync.Once
 }
 
-// New wraps local, loading the replication state it keeps. The replica owns
-// local from then on: Close closes it.
+// New wraps local, loading the replication state it keeps, and starts a new
+// generation of this peer's writes. The replica owns local from then on:
+// Close closes it.
+//
+// Each opening starts a new generation, numbered above the last one this
+// store recorded and above the wall clock's Unix nanoseconds: a peer that
+// lost its store, or runs from a restored backup, writes under a
+// generation nobody has seen, so its new writes are never taken for stale
+// ones.
 func New(ctx context.Context, local datastore.Store, cfg Config) (*Replica, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	id, _ := peer.IDFromPrivateKey(cfg.Key)
+	cfg.ID = id.String()
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -136,13 +180,24 @@ func New(ctx context.Context, local datastore.Store, cfg Config) (*Replica, erro
 	if cfg.TombstoneGrace == 0 {
 		cfg.TombstoneGrace = 24 * time.Hour
 	}
+	if cfg.MaxPeers == 0 {
+		cfg.MaxPeers = 1024
+	}
 	r := &Replica{
-		local:    local,
-		cfg:      cfg,
-		prefixes: NormalizePrefixes(cfg.Prefixes),
-		clock:    &hlcClock{now: cfg.Now, maxSkew: cfg.MaxClockSkew},
-		seqs:     map[string]*seqSet{},
-		inflight: map[string]chan struct{}{},
+		local:     local,
+		cfg:       cfg,
+		prefixes:  NormalizePrefixes(cfg.Prefixes),
+		clock:     &hlcClock{now: cfg.Now, maxSkew: cfg.MaxClockSkew},
+		fp:        newFingerprints(),
+		seqs:      map[string]*seqSet{},
+		heads:     map[string]Change{},
+		peers:     map[string]observed{},
+		collected: Vector{},
+		scanned:   Vector{},
+		floors:    map[uint16]uint64{},
+		inflight:  map[string]chan struct{}{},
+		seqNext:   1,
+		closing:   make(chan struct{}),
 	}
 	r.Writes = engine.Writes{C: committer{r}, MaxValueSize: cfg.MaxValueSize}
 	if cfg.Broadcaster != nil {
@@ -198,53 +253,179 @@ func IntersectPrefixes(a, b []string) ([]string, bool) {
 	return out, len(out) > 0
 }
 
-// load reads the watermarks and the latest HLC of our own writes.
+// load reads the replication state and starts our new generation.
 func (r *Replica) load(ctx context.Context) error {
-	err := r.scan(ctx, watermarkRoot, func(e datastore.Entry) error {
-		n, err := strconv.ParseUint(string(e.Value), 10, 64)
-		if err != nil {
-			return fmt.Errorf("replica: corrupt watermark %q: %w", e.Key, err)
-		}
-		r.seqs[strings.TrimPrefix(e.Key, watermarkRoot)] = &seqSet{contig: n}
-		return nil
-	})
-	if err != nil {
-		return err
+	// The layout version is recorded with our first write (planLocal); a
+	// store of the first layout, which had none, is told apart by its
+	// watermark keys (no generation).
+	var ops []datastore.Op
+	format, err := r.local.Get(ctx, formatKey)
+	switch {
+	case errors.Is(err, datastore.ErrKeyNotFound):
+	case err != nil:
+		return fmt.Errorf("replica: read bookkeeping format: %w", err)
+	case string(format.Value) != layoutFormat:
+		return fmt.Errorf("replica: the store holds replication state of layout %q; this peerstate reads layout %s", format.Value, layoutFormat)
 	}
-	r.collected = Vector{}
-	err = r.scan(ctx, horizonRoot, func(e datastore.Entry) error {
-		n, err := strconv.ParseUint(string(e.Value), 10, 64)
-		if err != nil {
-			return fmt.Errorf("replica: corrupt horizon %q: %w", e.Key, err)
-		}
-		r.collected[strings.TrimPrefix(e.Key, horizonRoot)] = n
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	// Our numbering resumes past the last reserved block.
-	if r.seqs[r.cfg.ID] == nil {
-		r.seqs[r.cfg.ID] = &seqSet{}
-	}
-	r.seqReserved = r.seqs[r.cfg.ID].contig
-	r.seqNext = r.seqReserved + 1
-	if e, err := r.local.Get(ctx, floorKey); err == nil {
-		if r.floor, err = strconv.ParseUint(string(e.Value), 10, 64); err != nil {
-			return fmt.Errorf("replica: corrupt version floor: %w", err)
+	var last uint64
+	if e, err := r.local.Get(ctx, genKey); err == nil {
+		if last, err = strconv.ParseUint(string(e.Value), 10, 64); err != nil {
+			return fmt.Errorf("replica: corrupt generation: %w", err)
 		}
 	} else if !errors.Is(err, datastore.ErrKeyNotFound) {
-		return fmt.Errorf("replica: read version floor: %w", err)
+		return fmt.Errorf("replica: read generation: %w", err)
 	}
-	// Our clock must not fall behind our own last write.
-	return r.scan(ctx, indexRoot+r.cfg.ID+"/", func(e datastore.Entry) error {
-		c, found, err := r.current(ctx, string(e.Value))
-		if err == nil && found {
-			r.clock.Observe(c.HLC)
+	r.gen = max(uint64(r.cfg.Now().UnixNano()), last+1)
+	r.source = SourceOf(r.cfg.ID, r.gen)
+	r.seqs[r.source] = &seqSet{}
+	// The generation is recorded with the first local write that uses it
+	// (planLocal), so opening a store writes nothing unless its
+	// configuration changed.
+	r.genPending = true
+
+	err = r.scan(ctx, watermarkRoot, func(e datastore.Entry) error {
+		rest := strings.TrimPrefix(e.Key, watermarkRoot)
+		src, ok := parseSourcePath(rest)
+		n, err := strconv.ParseUint(string(e.Value), 10, 64)
+		if !ok && !strings.Contains(rest, "/") {
+			return fmt.Errorf("replica: the store holds replication state of an older format (layout 1); start this peer on an empty data directory and let it catch up")
 		}
+		if !ok || err != nil {
+			return fmt.Errorf("replica: corrupt watermark %q", e.Key)
+		}
+		r.seqs[src] = &seqSet{contig: n}
+		return nil
+	})
+	if err != nil {
 		return err
+	}
+	err = r.scan(ctx, headRoot, func(e datastore.Entry) error {
+		c, err := decodeEnvelope(e.Key, e.Value)
+		if err != nil {
+			return err
+		}
+		r.heads[c.Source()] = c
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	err = r.scan(ctx, horizonRoot, func(e datastore.Entry) error {
+		src, ok := parseSourcePath(strings.TrimPrefix(e.Key, horizonRoot))
+		n, err := strconv.ParseUint(string(e.Value), 10, 64)
+		if !ok || err != nil {
+			return fmt.Errorf("replica: corrupt horizon %q", e.Key)
+		}
+		r.collected[src] = n
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	err = r.scan(ctx, floorRoot, func(e datastore.Entry) error {
+		b, err1 := strconv.ParseUint(strings.TrimPrefix(e.Key, floorRoot), 10, 16)
+		n, err2 := strconv.ParseUint(string(e.Value), 10, 64)
+		if err1 != nil || err2 != nil {
+			return fmt.Errorf("replica: corrupt version floor %q", e.Key)
+		}
+		r.floors[uint16(b)] = n
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := r.loadPeers(ctx); err != nil {
+		return err
+	}
+	// Widened prefixes: what the old watermarks counted as incorporated was
+	// partly skipped, so they start over and catch-up brings the rest.
+	prev, err := r.local.Get(ctx, prefixesKey)
+	switch {
+	case err == nil:
+		var old []string
+		if s := string(prev.Value); s != "" {
+			old = strings.Split(s, "\n")
+		}
+		if old == nil {
+			old = []string{"/"}
+		}
+		if !coversAll(NormalizePrefixes(old), r.prefixes) {
+			for src := range r.seqs {
+				if src != r.source {
+					ops = append(ops, datastore.OpDelete(watermarkKey(src)))
+					delete(r.seqs, src)
+				}
+			}
+		}
+	case !errors.Is(err, datastore.ErrKeyNotFound):
+		return fmt.Errorf("replica: read prefixes: %w", err)
+	}
+	if len(ops) > 0 { // record the new prefixes with the reset
+		ops = append(ops, datastore.OpSet(prefixesKey, []byte(strings.Join(r.prefixes, "\n"))))
+	}
+	if len(ops) > 0 {
+		if _, err := r.local.Txn(ctx, ops...); err != nil {
+			return fmt.Errorf("replica: record prefixes: %w", err)
+		}
+	}
+	// Fingerprints of the live replicated keys; the clock must not fall
+	// behind any timestamp we hold.
+	return r.scanUser(ctx, func(c Change) error {
+		r.clock.Observe(c.HLC)
+		if r.Replicates(c.Key) && c.Gen != 0 {
+			r.fp.set(c)
+		}
+		return nil
 	})
 }
+
+// scanUser visits the replicated state of every user key.
+func (r *Replica) scanUser(ctx context.Context, fn func(Change) error) error {
+	opts := datastore.ListOptions{Limit: 1000}
+	for {
+		p, err := r.local.List(ctx, "/", opts)
+		if err != nil {
+			return fmt.Errorf("replica: list: %w", err)
+		}
+		for _, e := range p.Entries {
+			if isReserved(e.Key) {
+				continue
+			}
+			c, err := decodeEnvelope(e.Key, e.Value)
+			if err != nil {
+				return err
+			}
+			if err := fn(c); err != nil {
+				return err
+			}
+		}
+		if !p.More {
+			return nil
+		}
+		opts.After = p.Next
+		if isReserved(p.Next) {
+			opts.After = reservedRoot + "/\xff"
+		}
+	}
+}
+
+// bookOps returns the bookkeeping a store opened by this replica has not
+// recorded yet — layout, generation, prefixes — for the next local
+// transaction to carry (opening a store writes nothing unless its prefixes
+// widened); nil once recorded. The caller holds r.mu.
+func (r *Replica) bookOps() []datastore.Op {
+	if !r.genPending {
+		return nil
+	}
+	return []datastore.Op{
+		datastore.OpSet(formatKey, []byte(layoutFormat)),
+		datastore.OpSet(genKey, []byte(strconv.FormatUint(r.gen, 10))),
+		datastore.OpSet(prefixesKey, []byte(strings.Join(r.prefixes, "\n"))),
+	}
+}
+
+// Generation returns this peer's current generation.
+func (r *Replica) Generation() uint64 { return r.gen }
 
 // scan visits every local entry under prefix.
 func (r *Replica) scan(ctx context.Context, prefix string, fn func(datastore.Entry) error) error {
@@ -361,7 +542,9 @@ func (r *Replica) List(ctx context.Context, prefix string, opts datastore.ListOp
 			return page, err
 		}
 	}
-	return page, nil
+	// Writes kept landing between the local pages this page needed: say so
+	// rather than return a page whose revision does not hold. Retryable.
+	return datastore.Page{}, fmt.Errorf("replica: list %q: the store changed under every attempt: %w", prefix, datastore.ErrTxnFailed)
 }
 
 func (r *Replica) listOnce(ctx context.Context, prefix string, opts datastore.ListOptions) (datastore.Page, bool, error) {

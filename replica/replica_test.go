@@ -19,7 +19,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // suite over the reference backend.
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) datastore.Store {
-		r, err := replica.New(context.Background(), memory.New(), replica.Config{ID: "peerA"})
+		r, err := replica.New(context.Background(), memory.New(), replica.Config{Key: keyFor("peerA")})
 		if err != nil {
 			t.Fatal(err)
 		}

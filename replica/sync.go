@@ -10,9 +10,10 @@ import (
 	"github.com/univrs/peerstate/datastore"
 )
 
-// Watermarks returns this peer's vector: for each origin it has heard of,
-// the sequence number up to which it has incorporated all that origin's
-// changes. Its own entry is its last sequence number.
+// Watermarks returns this peer's vector: for each source (an origin's
+// generation) it has heard of, the sequence number up to which it has
+// incorporated all that source's changes. Its own entry is its last
+// sequence number.
 func (r *Replica) Watermarks(ctx context.Context) (Vector, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -41,11 +42,11 @@ func (r *Replica) ChangesSince(ctx context.Context, have Vector, prefixes []stri
 	if err != nil {
 		return nil, err
 	}
-	origins := make([]string, 0, len(cover))
+	sources := make([]string, 0, len(cover))
 	for o := range cover {
-		origins = append(origins, o)
+		sources = append(sources, o)
 	}
-	slices.Sort(origins)
+	slices.Sort(sources)
 	buf := make([]Change, 0, batch)
 	flush := func() error {
 		if len(buf) == 0 {
@@ -55,12 +56,12 @@ func (r *Replica) ChangesSince(ctx context.Context, have Vector, prefixes []stri
 		buf = make([]Change, 0, batch)
 		return err
 	}
-	for _, origin := range origins {
-		opts := datastore.ListOptions{Limit: 1000, After: indexKey(origin, have[origin])}
+	for _, src := range sources {
+		opts := datastore.ListOptions{Limit: 1000, After: indexKey(src, have[src])}
 		for {
-			p, err := r.local.List(ctx, indexRoot+origin+"/", opts)
+			p, err := r.local.List(ctx, indexPrefix(src), opts)
 			if err != nil {
-				return nil, fmt.Errorf("replica: list index of %s: %w", origin, err)
+				return nil, fmt.Errorf("replica: list index of %s: %w", src, err)
 			}
 			for _, e := range p.Entries {
 				_, seq, ok := parseIndexKey(e.Key)
@@ -75,7 +76,7 @@ func (r *Replica) ChangesSince(ctx context.Context, have Vector, prefixes []stri
 				// The key may have moved on since the index was read; its
 				// newer change is then found under its own origin, or the
 				// peer already has it.
-				if !found || c.Origin != origin || c.Seq != seq {
+				if !found || c.Source() != src || c.Seq != seq || len(c.Sig) == 0 {
 					continue
 				}
 				buf = append(buf, c)
@@ -97,41 +98,96 @@ func (r *Replica) ChangesSince(ctx context.Context, have Vector, prefixes []stri
 	return cover, nil
 }
 
-// Advance raises this peer's watermarks to v, the vector a peer returned
-// from ChangesSince, after the whole stream was applied. It does nothing
-// unless the sender replicates every prefix this replica does: otherwise
-// the sender's vector says nothing about keys it does not hold.
-func (r *Replica) Advance(ctx context.Context, v Vector, senderPrefixes []string) error {
+// Heads returns, for each of the given sources, the highest signed change
+// of it this replica knows, value left out: the proof of how far the
+// source's numbering reached. Sources it knows no change of are left out.
+func (r *Replica) Heads(sources []string) []Change {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]Change, 0, len(sources))
+	for _, src := range sources {
+		if src == r.source {
+			if r.ownHead.Seq > 0 {
+				out = append(out, r.ownHead)
+			}
+			continue
+		}
+		if h, ok := r.heads[src]; ok {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// Advance raises this peer's watermarks towards v, the vector a peer
+// returned from ChangesSince, after the whole stream was applied. A vector
+// is only the peer's word, so no watermark goes past what a signed head
+// proves its source wrote: heads (from the peer, checked here) and the ones
+// this replica already holds. It does nothing unless the sender replicates
+// every prefix this replica does: otherwise the sender's vector says
+// nothing about keys it does not hold. It returns how many of the peer's
+// heads were invalid.
+func (r *Replica) Advance(ctx context.Context, v Vector, heads []Change, senderPrefixes []string) (int, error) {
+	bad := 0
+	proven := map[string]Change{}
+	for _, h := range heads {
+		if h.Validate(0) != nil || r.keys.verify(h) != nil {
+			bad++
+			continue
+		}
+		if h.Seq > proven[h.Source()].Seq {
+			proven[h.Source()] = h.Elide()
+		}
+	}
 	if !coversAll(NormalizePrefixes(senderPrefixes), r.prefixes) {
-		return nil
+		return bad, nil
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var ops []datastore.Op
 	raised := map[string]*seqSet{}
-	for origin, seq := range v {
-		if origin == r.cfg.ID || ValidateOrigin(origin) != nil {
-			continue // our own sequence is ours to count
+	newHeads := map[string]Change{}
+	for src, seq := range v {
+		if src == r.source {
+			continue // our own numbering is ours to count
+		}
+		if _, _, err := ParseSource(src); err != nil {
+			continue
+		}
+		limit := r.heads[src].Seq
+		if h, ok := proven[src]; ok && h.Seq > limit {
+			limit = h.Seq
+			newHeads[src] = h
 		}
 		s := &seqSet{}
-		if cur := r.seqs[origin]; cur != nil {
+		if cur := r.seqs[src]; cur != nil {
 			s = cur.clone()
 		}
-		if s.raise(seq) {
-			raised[origin] = s
-			ops = append(ops, datastore.OpSet(watermarkKey(origin), []byte(strconv.FormatUint(s.contig, 10))))
+		if s.raise(min(seq, limit)) {
+			raised[src] = s
+			ops = append(ops, datastore.OpSet(watermarkKey(src), []byte(strconv.FormatUint(s.contig, 10))))
 		}
 	}
+	for src, h := range newHeads {
+		enc, err := encodeHead(h)
+		if err != nil {
+			return bad, err
+		}
+		ops = append(ops, datastore.OpSet(headKey(src), enc))
+	}
 	if len(ops) == 0 {
-		return nil
+		return bad, nil
 	}
 	if _, err := r.local.Txn(ctx, ops...); err != nil {
-		return fmt.Errorf("replica: advance watermarks: %w", err)
+		return bad, fmt.Errorf("replica: advance watermarks: %w", err)
 	}
-	for origin, s := range raised {
-		r.seqs[origin] = s
+	for src, s := range raised {
+		r.seqs[src] = s
 	}
-	return nil
+	for src, h := range newHeads {
+		r.heads[src] = h
+	}
+	return bad, nil
 }
 
 // coversAll reports whether the keys under outer include every key under

@@ -14,6 +14,11 @@ import (
 // writer's peer ID as Origin, and bookkeeping is never shown. Revisions are
 // the local store's, so FromRevision works as on any store.
 func (r *Replica) Watch(ctx context.Context, pattern string, opts ...datastore.WatchOption) (datastore.Watcher, error) {
+	select {
+	case <-r.closing:
+		return nil, fmt.Errorf("replica: watch: %w", datastore.ErrClosed)
+	default:
+	}
 	inner, err := r.local.Watch(ctx, pattern, opts...)
 	if err != nil {
 		return nil, err
@@ -25,8 +30,9 @@ func (r *Replica) Watch(ctx context.Context, pattern string, opts ...datastore.W
 		out:   make(chan datastore.Event, cfg.Buffer),
 		done:  make(chan struct{}),
 		stop:  make(chan struct{}),
+		end:   r.closing,
 	}
-	go w.run()
+	r.watchers.Go(w.run)
 	return w, nil
 }
 
@@ -34,8 +40,9 @@ type watcher struct {
 	inner datastore.Watcher
 	self  string
 	out   chan datastore.Event
-	done  chan struct{} // closed when run returns
-	stop  chan struct{} // closed by Close
+	done  chan struct{}   // closed when run returns
+	stop  chan struct{}   // closed by Close
+	end   <-chan struct{} // closed when the replica closes
 
 	mu     sync.Mutex
 	err    error
@@ -84,6 +91,9 @@ func (w *watcher) run() {
 			select {
 			case w.out <- out:
 			case <-w.stop:
+				return
+			case <-w.end:
+				w.finish(datastore.ErrClosed)
 				return
 			}
 		case <-w.stop:
@@ -147,11 +157,15 @@ func (w *watcher) translate(ev datastore.Event) (datastore.Event, bool, error) {
 	return out, true, nil
 }
 
-// Close implements datastore.Store: it closes the local store, which ends
-// every watcher.
+// Close implements datastore.Store: it ends every watcher, waits for them
+// and closes the local store. It is idempotent.
 func (r *Replica) Close() error {
 	var err error
-	r.close.Do(func() { err = r.local.Close() })
+	r.close.Do(func() {
+		close(r.closing)
+		err = r.local.Close()
+		r.watchers.Wait()
+	})
 	return err
 }
 

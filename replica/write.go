@@ -57,6 +57,11 @@ func (c committer) Commit(ctx context.Context, req engine.Request) (datastore.Tx
 			return w.result, err
 		}
 		res, err := r.local.Txn(ctx, w.ops...)
+		if err == nil {
+			for _, c := range w.changes {
+				r.fp.set(c)
+			}
+		}
 		r.mu.Lock()
 		r.finishLocal(w, err == nil)
 		r.mu.Unlock()
@@ -82,7 +87,9 @@ type localWrite struct {
 	keys    []string // marked in flight
 	done    chan struct{}
 	result  datastore.TxnResult
-	reserve uint64 // the end of the block of numbers this write reserves, if it does
+	// recordsGen is set on the writes that record our generation, until
+	// one of them commits.
+	recordsGen bool
 }
 
 // inFlight returns a channel closed when a local write in flight on one of
@@ -97,8 +104,7 @@ func (r *Replica) inFlight(ops []datastore.Op) <-chan struct{} {
 }
 
 // planLocal plans req; the caller holds r.mu. It returns a channel to wait
-// on instead when the write needs sequence numbers from a block whose
-// reservation is still committing.
+// on instead when it cannot plan yet.
 func (r *Replica) planLocal(ctx context.Context, req engine.Request) (localWrite, <-chan struct{}, error) {
 	prev := map[string]localState{}
 	read := func(key string) (engine.Record, bool, error) {
@@ -108,8 +114,8 @@ func (r *Replica) planLocal(ctx context.Context, req engine.Request) (localWrite
 		}
 		prev[key] = localState{change: c, version: e.Version, found: found}
 		if !found {
-			if r.floor > 0 { // the key may have been collected: continue past it
-				return engine.Record{Key: key, Version: r.floor, Deleted: true}, true, nil
+			if f := r.floors[floorBucket(key)]; f > 0 { // the key may have been collected: continue past it
+				return engine.Record{Key: key, Version: f, Deleted: true}, true, nil
 			}
 			return engine.Record{}, false, nil
 		}
@@ -124,30 +130,23 @@ func (r *Replica) planLocal(ctx context.Context, req engine.Request) (localWrite
 		w.result.Revision, err = r.localRevision(ctx)
 		return w, nil, err
 	}
-	need := 0
-	for _, pw := range plan.Writes {
-		if r.Replicates(pw.Key) {
-			need++
-		}
-	}
-	if need > 0 && r.seqNext+uint64(need)-1 > r.seqReserved {
-		// Numbers are reserved in blocks, recorded in the same local
-		// transaction as the first write that uses the block: after a crash
-		// numbering resumes past the block, and no number is used twice.
-		// Until that write commits, no other write takes numbers from it.
-		if r.reserving != nil {
-			return localWrite{}, r.reserving, nil
-		}
-		w.reserve = r.seqNext - 1 + uint64(max(need, seqBlock))
-		w.ops = append(w.ops, datastore.OpSet(watermarkKey(r.cfg.ID), []byte(strconv.FormatUint(w.reserve, 10))))
+	if book := r.bookOps(); book != nil {
+		w.ops = append(w.ops, book...)
+		w.recordsGen = true
 	}
 	for key, p := range prev {
 		w.ops = append(w.ops, datastore.OpCheckVersion(key, p.version))
 	}
 	for _, pw := range plan.Writes {
+		// A change's timestamp is above the one it replaces and at least its
+		// version: receivers check the latter (Change.Validate).
+		after := HLC(pw.Version - 1)
+		if p := prev[pw.Key]; p.found {
+			after = max(after, p.change.HLC)
+		}
 		ch := Change{
 			Key: pw.Key, Value: pw.Value, Deleted: pw.Deleted, Version: pw.Version,
-			HLC: r.clock.Next(), Origin: r.cfg.ID,
+			HLC: r.clock.NextAfter(after), Origin: r.cfg.ID, Gen: r.gen,
 			CreatedAt: pw.CreatedAt.UnixNano(), UpdatedAt: pw.UpdatedAt.UnixNano(),
 		}
 		if ch.Deleted {
@@ -157,6 +156,12 @@ func (r *Replica) planLocal(ctx context.Context, req engine.Request) (localWrite
 			ch.Seq = r.seqNext
 			r.seqNext++
 			w.seqs = append(w.seqs, ch.Seq)
+		}
+		if err := sign(r.cfg.Key, &ch); err != nil {
+			r.abandon(w.seqs)
+			return localWrite{}, nil, err
+		}
+		if ch.Seq > 0 {
 			w.changes = append(w.changes, ch)
 		}
 		wops, err := r.replaceOps(prev[pw.Key].change, prev[pw.Key].found, ch)
@@ -171,27 +176,26 @@ func (r *Replica) planLocal(ctx context.Context, req engine.Request) (localWrite
 		r.inflight[key] = w.done
 		w.keys = append(w.keys, key)
 	}
-	if w.reserve > 0 {
-		r.reserving = w.done
-	}
 	return w, nil, nil
 }
 
-// seqBlock is how many sequence numbers a reservation covers.
-const seqBlock = 1024
-
 // finishLocal ends a local write, committed or not; the caller holds r.mu.
 // Its sequence numbers count as done either way: a failed write's numbers
-// are never used.
+// are never used (receivers step over them when a catch-up responder's
+// vector, bounded by the signed head, covers them).
 func (r *Replica) finishLocal(w localWrite, committed bool) {
 	for _, key := range w.keys {
 		delete(r.inflight, key)
 	}
-	if w.reserve > 0 {
-		if committed {
-			r.seqReserved = w.reserve
+	if committed && w.recordsGen {
+		r.genPending = false
+	}
+	if committed {
+		for _, c := range w.changes {
+			if c.Seq > r.ownHead.Seq {
+				r.ownHead = c.Elide()
+			}
 		}
-		r.reserving = nil
 	}
 	close(w.done)
 	r.abandon(w.seqs)
@@ -199,7 +203,7 @@ func (r *Replica) finishLocal(w localWrite, committed bool) {
 
 // abandon marks sequence numbers as done; the caller holds r.mu.
 func (r *Replica) abandon(seqs []uint64) {
-	self := r.seqs[r.cfg.ID]
+	self := r.seqs[r.source]
 	for _, s := range seqs {
 		self.add(s)
 	}
@@ -221,11 +225,11 @@ func (r *Replica) replaceOps(old Change, hadOld bool, next Change) ([]datastore.
 		return nil, fmt.Errorf("replica: encode %q: %w", next.Key, err)
 	}
 	ops := []datastore.Op{datastore.OpSet(next.Key, env)}
-	if hadOld && old.Seq > 0 {
-		ops = append(ops, datastore.OpDelete(indexKey(old.Origin, old.Seq)))
+	if hadOld && old.Seq > 0 && old.Gen > 0 {
+		ops = append(ops, datastore.OpDelete(indexKey(old.Source(), old.Seq)))
 	}
 	if next.Seq > 0 {
-		ops = append(ops, datastore.OpSet(indexKey(next.Origin, next.Seq), []byte(next.Key)))
+		ops = append(ops, datastore.OpSet(indexKey(next.Source(), next.Seq), []byte(next.Key)))
 	}
 	return ops, nil
 }
@@ -249,27 +253,87 @@ type ApplyResult struct {
 	Applied int // changes that won and are now the keys' state
 	Stale   int // changes already incorporated or older than the local state
 	Skipped int // changes for keys this replica does not replicate
+	// Future counts changes stamped further ahead of our clock than
+	// MaxClockSkew: not applied now, they come again with a later catch-up.
+	Future int
+	// Invalid counts changes rejected: unsigned or not signed by their
+	// origin, or breaking the replication rules. The error says why.
+	Invalid int
 }
 
-// Apply applies changes received from peer `from` (through pubsub or
-// catch-up). Each change is compared with the key's local state under the
-// deterministic order and written only if it is newer; the watermarks of the
-// changes' origins advance in the same local transaction. Invalid changes
-// are left out and reported in the error (wrapping ErrInvalidChange,
-// datastore.ErrInvalidKey or datastore.ErrValueTooLarge); the valid ones are
-// still applied.
+// Commit limits of one local transaction of Apply: a batch is applied in as
+// many transactions as it needs, each with the watermarks it covers, so no
+// backend meets its transaction limits (Badger's are the tightest).
+const (
+	applyChunkChanges = 512
+	applyChunkBytes   = 4 << 20
+)
+
+// Apply applies changes received from peer `from` (through pubsub,
+// catch-up, a value fetch or repair). Each change must be signed by its
+// origin and valid (Change.Validate); the others are left out and reported
+// in the error (wrapping ErrBadSignature, ErrInvalidChange,
+// datastore.ErrInvalidKey or datastore.ErrValueTooLarge) while the valid
+// ones are still applied. Each change is compared with the key's local state
+// under the deterministic order and written only if it is newer; the
+// watermarks of the changes' sources advance in the same local transaction.
 func (r *Replica) Apply(ctx context.Context, from string, changes []Change) (ApplyResult, error) {
 	var res ApplyResult
 	var invalid []error
-	latest := map[string]Change{} // the newest change of each key in the batch
-	var order []string
-	var valid []Change
-	var skipped []Change // not ours to hold, yet incorporated: they count for watermarks
+	var checked []Change
 	for _, c := range changes {
 		if err := c.Validate(r.cfg.MaxValueSize); err != nil {
 			invalid = append(invalid, err)
 			continue
 		}
+		if c.Elided() && r.Replicates(c.Key) {
+			invalid = append(invalid, fmt.Errorf("%w: %q: value left out", ErrInvalidChange, c.Key))
+			continue
+		}
+		checked = append(checked, c)
+	}
+	var valid []Change
+	horizon := physical(r.cfg.Now().Add(r.cfg.MaxClockSkew))
+	for i, err := range r.keys.verifyAll(checked) {
+		c := checked[i]
+		switch {
+		case err != nil:
+			invalid = append(invalid, err)
+		case c.HLC > horizon:
+			res.Future++
+		default:
+			valid = append(valid, c)
+		}
+	}
+	res.Invalid = len(invalid)
+	for len(valid) > 0 {
+		n, size := 0, 0
+		for n < len(valid) && n < applyChunkChanges && (n == 0 || size+len(valid[n].Value) <= applyChunkBytes) {
+			size += len(valid[n].Value) + len(valid[n].Key)
+			n++
+		}
+		part, err := r.applyChunk(ctx, valid[:n])
+		res.Applied += part.Applied
+		res.Stale += part.Stale
+		res.Skipped += part.Skipped
+		if err != nil {
+			return res, err
+		}
+		valid = valid[n:]
+	}
+	if len(invalid) > 0 {
+		return res, fmt.Errorf("replica: %d invalid changes from %s: %w", len(invalid), from, errors.Join(invalid...))
+	}
+	return res, nil
+}
+
+// applyChunk applies verified changes in one local transaction.
+func (r *Replica) applyChunk(ctx context.Context, changes []Change) (ApplyResult, error) {
+	var res ApplyResult
+	latest := map[string]Change{} // the newest change of each key in the batch
+	var order []string
+	var valid, skipped []Change // skipped: not ours to hold, yet incorporated: they count for watermarks
+	for _, c := range changes {
 		if !r.Replicates(c.Key) {
 			skipped = append(skipped, c)
 			res.Skipped++
@@ -283,109 +347,131 @@ func (r *Replica) Apply(ctx context.Context, from string, changes []Change) (App
 			latest[c.Key] = c
 		}
 	}
-	if len(valid)+len(skipped) > 0 {
-		r.mu.Lock()
-		var err error
-		for attempt := 0; ; attempt++ {
-			var n ApplyResult
-			n, err = r.applyOnce(ctx, valid, skipped, order, latest)
-			if errors.Is(err, errLocalRace) && attempt < maxAttempts {
-				continue
-			}
-			var busy errBusy
-			if errors.As(err, &busy) { // wait out the local write, then plan again
-				r.mu.Unlock()
-				select {
-				case <-busy.wait:
-				case <-ctx.Done():
-					return res, ctx.Err()
-				}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for attempt := 0; ; attempt++ {
+		n, applied, err := r.applyOnce(ctx, valid, skipped, order, latest)
+		if errors.Is(err, errLocalRace) && attempt < maxAttempts {
+			continue
+		}
+		var busy errBusy
+		if errors.As(err, &busy) { // wait out the local write, then plan again
+			r.mu.Unlock()
+			select {
+			case <-busy.wait:
+			case <-ctx.Done():
 				r.mu.Lock()
-				attempt--
-				continue
+				return res, ctx.Err()
 			}
-			res.Applied, res.Stale = n.Applied, n.Stale
-			break
+			r.mu.Lock()
+			attempt--
+			continue
 		}
-		r.mu.Unlock()
-		if err != nil {
-			return res, err
+		if err == nil {
+			for _, c := range applied {
+				r.fp.set(c)
+			}
 		}
+		res.Applied, res.Stale = n.Applied, n.Stale
+		return res, err
 	}
-	if len(invalid) > 0 {
-		return res, fmt.Errorf("replica: %d invalid changes from %s: %w", len(invalid), from, errors.Join(invalid...))
-	}
-	return res, nil
 }
 
-func (r *Replica) applyOnce(ctx context.Context, valid, skipped []Change, order []string, latest map[string]Change) (ApplyResult, error) {
+func (r *Replica) applyOnce(ctx context.Context, valid, skipped []Change, order []string, latest map[string]Change) (ApplyResult, []Change, error) {
 	var res ApplyResult
 	seqs := map[string]*seqSet{} // tentative copies, kept only if the commit succeeds
-	seqsOf := func(origin string) *seqSet {
-		if s, ok := seqs[origin]; ok {
+	seqsOf := func(src string) *seqSet {
+		if s, ok := seqs[src]; ok {
 			return s
 		}
 		s := &seqSet{}
-		if cur := r.seqs[origin]; cur != nil {
+		if cur := r.seqs[src]; cur != nil {
 			s = cur.clone()
 		}
-		seqs[origin] = s
+		seqs[src] = s
 		return s
 	}
+	cutoff := physical(r.cfg.Now().Add(-r.cfg.TombstoneGrace))
 	var ops []datastore.Op
+	var applied []Change
 	for _, key := range order {
 		c := latest[key]
 		if ch := r.inflight[key]; ch != nil {
-			return res, errBusy{ch}
+			return res, nil, errBusy{ch}
 		}
 		r.clock.Observe(c.HLC)
 		old, local, found, err := r.currentLocal(ctx, key)
 		if err != nil {
-			return res, err
+			return res, nil, err
 		}
 		switch {
 		case found && !old.Less(c):
 			res.Stale++
 			continue
-		case !found && seqsOf(c.Origin).has(c.Seq):
-			// Already incorporated, and the key is gone since: its tombstone
-			// was collected. Applying it would resurrect a deleted key.
+		case !found && c.HLC <= cutoff && seqsOf(c.Source()).has(c.Seq):
+			// Already incorporated, older than the grace period, and the
+			// key is gone since: its tombstone was collected. Applying it
+			// would resurrect a deleted key. Nothing younger is ever
+			// dropped here, whatever a peer made our watermarks say.
 			res.Stale++
 			continue
 		}
 		ops = append(ops, datastore.OpCheckVersion(key, local.Version))
 		wops, err := r.replaceOps(old, found, c)
 		if err != nil {
-			return res, err
+			return res, nil, err
 		}
 		ops = append(ops, wops...)
+		applied = append(applied, c)
 		res.Applied++
 	}
 	res.Stale += len(valid) - len(order) // superseded within the batch
+	heads := map[string]Change{}
 	for _, c := range append(valid, skipped...) {
-		if c.Origin == r.cfg.ID {
+		src := c.Source()
+		if src == r.source {
 			continue // our own numbering is counted where it is handed out
 		}
-		s := seqsOf(c.Origin)
-		_, known := r.seqs[c.Origin]
-		if s.add(c.Seq) || !known {
-			ops = append(ops, datastore.OpSet(watermarkKey(c.Origin), []byte(strconv.FormatUint(s.contig, 10))))
+		if h, ok := r.heads[src]; (!ok || c.Seq > h.Seq) && c.Seq > heads[src].Seq {
+			heads[src] = c
 		}
+		s := seqsOf(src)
+		_, known := r.seqs[src]
+		if s.add(c.Seq) || !known {
+			ops = append(ops, datastore.OpSet(watermarkKey(src), []byte(strconv.FormatUint(s.contig, 10))))
+		}
+	}
+	for src, h := range heads {
+		enc, err := encodeHead(h)
+		if err != nil {
+			return res, nil, err
+		}
+		ops = append(ops, datastore.OpSet(headKey(src), enc))
 	}
 	ops = dedupWatermarkOps(ops)
+	book := false
 	if len(ops) > 0 {
+		if b := r.bookOps(); b != nil {
+			ops, book = append(ops, b...), true
+		}
 		_, err := r.local.Txn(ctx, ops...)
 		if errors.Is(err, datastore.ErrTxnFailed) {
-			return res, errLocalRace
+			return res, nil, errLocalRace
 		}
 		if err != nil {
-			return res, fmt.Errorf("replica: apply: %w", err)
+			return res, nil, fmt.Errorf("replica: apply: %w", err)
 		}
 	}
-	for origin, s := range seqs {
-		r.seqs[origin] = s
+	if book {
+		r.genPending = false
 	}
-	return res, nil
+	for src, s := range seqs {
+		r.seqs[src] = s
+	}
+	for src, h := range heads {
+		r.heads[src] = h.Elide()
+	}
+	return res, applied, nil
 }
 
 // errBusy sends Apply to wait for a local write in flight on one of its

@@ -119,6 +119,9 @@ func Build(req Request, rev uint64, now time.Time, deleteMissingOK bool, read Re
 		if err != nil {
 			return Plan{}, err
 		}
+		if old.Version >= datastore.MaxVersion {
+			return Plan{}, fmt.Errorf("op %d: %q at version %d: %w", i, op.Key, old.Version, datastore.ErrVersionCeiling)
+		}
 		next := old.Version + 1
 		switch op.Kind {
 		case datastore.OpKindSet:
