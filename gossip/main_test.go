@@ -58,6 +58,7 @@ func quiet() gossip.Config {
 type peerOpts struct {
 	prefixes []string
 	noGossip bool             // a bare pubsub peer (for hostile tests)
+	grace    time.Duration    // tombstone grace; 0: 1ns, so tests can collect at once
 	reporter metrics.Reporter // counts stream bytes (benchmarks)
 }
 
@@ -94,7 +95,11 @@ func newPeer(t testing.TB, cfg gossip.Config, o peerOpts) *testPeer {
 	if o.noGossip {
 		return p
 	}
-	r, err := replica.New(ctx, memory.New(), replica.Config{Key: h.Peerstore().PrivKey(h.ID()), Prefixes: o.prefixes, TombstoneGrace: time.Nanosecond})
+	grace := o.grace
+	if grace == 0 {
+		grace = time.Nanosecond
+	}
+	r, err := replica.New(ctx, memory.New(), replica.Config{Key: h.Peerstore().PrivKey(h.ID()), Prefixes: o.prefixes, TombstoneGrace: grace})
 	if err != nil {
 		t.Fatalf("replica.New: %v", err)
 	}

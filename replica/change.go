@@ -289,6 +289,64 @@ func (s *seqSet) has(seq uint64) bool {
 	return ok
 }
 
+// seqDelta is a tentative set of additions to a seqSet, applied by commit
+// once the transaction recording them stands.
+type seqDelta struct {
+	base   *seqSet
+	contig uint64
+	added  map[uint64]struct{}
+}
+
+func newSeqDelta(base *seqSet) *seqDelta {
+	if base == nil {
+		base = &seqSet{}
+	}
+	return &seqDelta{base: base, contig: base.contig}
+}
+
+func (d *seqDelta) has(seq uint64) bool {
+	if seq <= d.contig || d.base.has(seq) {
+		return true
+	}
+	_, ok := d.added[seq]
+	return ok
+}
+
+// add records seq and reports whether contig moved.
+func (d *seqDelta) add(seq uint64) bool {
+	if d.has(seq) {
+		return false
+	}
+	if d.added == nil {
+		d.added = map[uint64]struct{}{}
+	}
+	d.added[seq] = struct{}{}
+	moved := false
+	for d.has(d.contig + 1) {
+		d.contig++
+		moved = true
+	}
+	return moved
+}
+
+// commit applies the additions to the base set and returns it.
+func (d *seqDelta) commit() *seqSet {
+	s := d.base
+	for seq := s.contig + 1; seq <= d.contig; seq++ {
+		delete(s.above, seq)
+	}
+	s.contig = d.contig
+	for seq := range d.added {
+		if seq > s.contig {
+			if s.above == nil {
+				s.above = map[uint64]struct{}{}
+			}
+			s.above[seq] = struct{}{}
+		}
+	}
+	return s
+}
+
 func (s *seqSet) clone() *seqSet {
 	c := &seqSet{contig: s.contig}
 	if len(s.above) > 0 {

@@ -75,30 +75,67 @@ func (c Change) Digest() [16]byte {
 	return d
 }
 
-// sign signs c with key, c's origin's identity key.
-func sign(key crypto.PrivKey, c *Change) error {
-	sig, err := key.Sign(c.signingBytes())
+// sign signs c with key. Only when key is known to be c's origin's own
+// (ours, for our writes) is the signature remembered as verified.
+func sign(key crypto.PrivKey, c *Change, ours bool) error {
+	msg := c.signingBytes()
+	sig, err := key.Sign(msg)
 	if err != nil {
 		return fmt.Errorf("replica: sign %q: %w", c.Key, err)
 	}
 	c.Sig = sig
+	if ours {
+		rememberVerified(sigID(msg, sig))
+	}
 	return nil
 }
 
-// keyCache maps origins to their public keys (an ID decodes once) and
-// remembers recently verified signatures, so a change checked by the pubsub
-// validator is not checked again when applied.
+// keyCache maps origins to their public keys; an ID decodes once.
 type keyCache struct {
-	mu       sync.Mutex
-	keys     map[string]crypto.PubKey
-	verified map[[32]byte]struct{}
+	mu   sync.Mutex
+	keys map[string]crypto.PubKey
 }
 
 // Cache bounds; past one, that cache starts over.
 const (
 	maxCachedKeys     = 4096
-	maxCachedVerified = 1 << 16
+	maxCachedVerified = 1 << 17
 )
+
+// verifiedSigs remembers, process-wide, the signatures recently checked or
+// made here, by the SHA-256 of the signed bytes and the signature: a change
+// checked by the pubsub validator is not checked again when applied, nor by
+// each of many replicas in one process (simulations, tests). A hit means
+// these exact bytes carried a valid signature.
+var verifiedSigs struct {
+	mu sync.Mutex
+	m  map[[32]byte]struct{}
+}
+
+func sigID(msg, sig []byte) [32]byte {
+	h := sha256.New()
+	h.Write(msg)
+	h.Write(sig)
+	var id [32]byte
+	h.Sum(id[:0])
+	return id
+}
+
+func rememberVerified(id [32]byte) {
+	verifiedSigs.mu.Lock()
+	defer verifiedSigs.mu.Unlock()
+	if verifiedSigs.m == nil || len(verifiedSigs.m) >= maxCachedVerified {
+		verifiedSigs.m = map[[32]byte]struct{}{}
+	}
+	verifiedSigs.m[id] = struct{}{}
+}
+
+func wasVerified(id [32]byte) bool {
+	verifiedSigs.mu.Lock()
+	defer verifiedSigs.mu.Unlock()
+	_, ok := verifiedSigs.m[id]
+	return ok
+}
 
 func (kc *keyCache) pubKey(origin string) (crypto.PubKey, error) {
 	kc.mu.Lock()
@@ -130,15 +167,8 @@ func (kc *keyCache) verify(c Change) error {
 		return fmt.Errorf("%w: %q by %s is unsigned", ErrBadSignature, c.Key, c.Origin)
 	}
 	msg := c.signingBytes()
-	h := sha256.New()
-	h.Write(msg)
-	h.Write(c.Sig)
-	var id [32]byte
-	h.Sum(id[:0])
-	kc.mu.Lock()
-	_, done := kc.verified[id]
-	kc.mu.Unlock()
-	if done {
+	id := sigID(msg, c.Sig)
+	if wasVerified(id) {
 		return nil
 	}
 	k, err := kc.pubKey(c.Origin)
@@ -149,12 +179,7 @@ func (kc *keyCache) verify(c Change) error {
 	if err != nil || !ok {
 		return fmt.Errorf("%w: %q by %s", ErrBadSignature, c.Key, c.Origin)
 	}
-	kc.mu.Lock()
-	if kc.verified == nil || len(kc.verified) >= maxCachedVerified {
-		kc.verified = map[[32]byte]struct{}{}
-	}
-	kc.verified[id] = struct{}{}
-	kc.mu.Unlock()
+	rememberVerified(id)
 	return nil
 }
 
@@ -192,4 +217,4 @@ func (r *Replica) VerifyChange(c Change) error { return r.keys.verify(c) }
 func (r *Replica) VerifyChanges(cs []Change) []error { return r.keys.verifyAll(cs) }
 
 // SignWith signs c with key, which must be c.Origin's identity key.
-func SignWith(key crypto.PrivKey, c *Change) error { return sign(key, c) }
+func SignWith(key crypto.PrivKey, c *Change) error { return sign(key, c, false) }

@@ -157,7 +157,7 @@ func (r *Replica) planLocal(ctx context.Context, req engine.Request) (localWrite
 			r.seqNext++
 			w.seqs = append(w.seqs, ch.Seq)
 		}
-		if err := sign(r.cfg.Key, &ch); err != nil {
+		if err := sign(r.cfg.Key, &ch, true); err != nil {
 			r.abandon(w.seqs)
 			return localWrite{}, nil, err
 		}
@@ -379,15 +379,12 @@ func (r *Replica) applyChunk(ctx context.Context, changes []Change) (ApplyResult
 
 func (r *Replica) applyOnce(ctx context.Context, valid, skipped []Change, order []string, latest map[string]Change) (ApplyResult, []Change, error) {
 	var res ApplyResult
-	seqs := map[string]*seqSet{} // tentative copies, kept only if the commit succeeds
-	seqsOf := func(src string) *seqSet {
+	seqs := map[string]*seqDelta{} // tentative, kept only if the commit succeeds
+	seqsOf := func(src string) *seqDelta {
 		if s, ok := seqs[src]; ok {
 			return s
 		}
-		s := &seqSet{}
-		if cur := r.seqs[src]; cur != nil {
-			s = cur.clone()
-		}
+		s := newSeqDelta(r.seqs[src])
 		seqs[src] = s
 		return s
 	}
@@ -466,7 +463,7 @@ func (r *Replica) applyOnce(ctx context.Context, valid, skipped []Change, order 
 		r.genPending = false
 	}
 	for src, s := range seqs {
-		r.seqs[src] = s
+		r.seqs[src] = s.commit()
 	}
 	for src, h := range heads {
 		r.heads[src] = h.Elide()
