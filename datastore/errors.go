@@ -23,6 +23,9 @@ var (
 	// ErrVersionCeiling reports a write to a key whose version is already
 	// MaxVersion: versions never wrap, so the key cannot change again.
 	ErrVersionCeiling = errors.New("datastore: version ceiling reached")
+	// ErrCorrupt reports stored data that fails an integrity check: the
+	// store refuses to open rather than serve a part of it.
+	ErrCorrupt = errors.New("datastore: stored data damaged")
 )
 
 // MaxVersion is the highest version a key can reach (2^62). Arithmetic on
@@ -51,7 +54,7 @@ func (e *TxnError) Unwrap() error { return ErrTxnFailed }
 
 // Retryable reports whether trying the same call again may succeed: true for
 // every error but storage full, the caller's own mistakes (invalid key, value
-// too large, invalid transaction) and a closed store.
+// too large, invalid transaction), damaged data and a closed store.
 func Retryable(err error) bool {
 	if err == nil {
 		return false
@@ -62,6 +65,7 @@ func Retryable(err error) bool {
 		errors.Is(err, ErrValueTooLarge),
 		errors.Is(err, ErrInvalidTxn),
 		errors.Is(err, ErrVersionCeiling),
+		errors.Is(err, ErrCorrupt),
 		errors.Is(err, ErrClosed):
 		return false
 	}

@@ -64,6 +64,25 @@ type Config struct {
 	// PSK, if set (32 bytes), makes a private network: only peers with the
 	// same key can connect.
 	PSK []byte
+	// ConnLow and ConnHigh are the connection manager's water marks: above
+	// ConnHigh connections it trims back to ConnLow, sparing bootstrap
+	// peers and connections younger than ConnGrace. Peer exchange dials
+	// learned peers while the node has fewer than ConnLow.
+	ConnLow, ConnHigh int
+	ConnGrace         time.Duration
+	// RedialMin and RedialMax bound the wait between attempts to reach a
+	// bootstrap peer that is down: it starts at RedialMin and doubles up
+	// to RedialMax. A bootstrap peer is redialled whenever it drops, for
+	// the node's whole life.
+	RedialMin, RedialMax time.Duration
+	// PeerExchange asks connected peers whom they are connected to (on
+	// connect and every PeerExchangeInterval) and dials them, so a network
+	// entered through one bootstrap node survives that node's loss.
+	PeerExchange         bool
+	PeerExchangeInterval time.Duration
+	// StartMDNS, if set, replaces starting the mDNS service (tests inject
+	// failures with it).
+	StartMDNS func(start func() error) error
 	// Gossip configures replication over pubsub and catch-up.
 	Gossip gossip.Config
 	// StoreOptions are passed to the backend.
@@ -81,13 +100,20 @@ func DefaultConfig() Config {
 			"/ip4/0.0.0.0/tcp/0",
 			"/ip4/0.0.0.0/udp/0/quic-v1",
 		},
-		MDNS:             true,
-		MDNSService:      "peerstate",
-		Rendezvous:       "peerstate",
-		GCInterval:       10 * time.Minute,
-		MembershipWindow: 72 * time.Hour,
-		DHTInterval:      time.Minute,
-		Gossip:           gossip.DefaultConfig(),
+		MDNS:                 true,
+		MDNSService:          "peerstate",
+		Rendezvous:           "peerstate",
+		GCInterval:           10 * time.Minute,
+		MembershipWindow:     72 * time.Hour,
+		DHTInterval:          time.Minute,
+		ConnLow:              32,
+		ConnHigh:             128,
+		ConnGrace:            30 * time.Second,
+		RedialMin:            time.Second,
+		RedialMax:            time.Minute,
+		PeerExchange:         true,
+		PeerExchangeInterval: time.Minute,
+		Gossip:               gossip.DefaultConfig(),
 	}
 }
 
@@ -141,6 +167,15 @@ func (c Config) Validate() error {
 	if c.MembershipWindow > 0 && c.MembershipWindow <= grace {
 		errs = append(errs, fmt.Errorf("tombstone collection: membership window %v must be longer than the tombstone grace %v", c.MembershipWindow, grace))
 	}
+	if c.ConnLow <= 0 || c.ConnHigh < c.ConnLow || c.ConnGrace < 0 {
+		errs = append(errs, fmt.Errorf("connection manager: want 0 < ConnLow (%d) <= ConnHigh (%d)", c.ConnLow, c.ConnHigh))
+	}
+	if c.RedialMin <= 0 || c.RedialMax < c.RedialMin {
+		errs = append(errs, errors.New("bootstrap redial: want 0 < RedialMin <= RedialMax"))
+	}
+	if c.PeerExchange && c.PeerExchangeInterval <= 0 {
+		errs = append(errs, errors.New("peer exchange on without a positive interval"))
+	}
 	if c.MDNS && c.MDNSService == "" {
 		errs = append(errs, errors.New("mDNS on without a service name"))
 	}
@@ -148,4 +183,11 @@ func (c Config) Validate() error {
 		return fmt.Errorf("node: config: %w", err)
 	}
 	return nil
+}
+
+func (c Config) startMDNS(md interface{ Start() error }) error {
+	if c.StartMDNS != nil {
+		return c.StartMDNS(md.Start)
+	}
+	return md.Start()
 }

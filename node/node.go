@@ -28,6 +28,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/net/conngater"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/univrs/peerstate/datastore"
@@ -40,15 +41,18 @@ import (
 
 // Node is a running peer. Its methods are safe for concurrent use.
 type Node struct {
-	cfg    Config
-	host   host.Host
-	gater  *conngater.BasicConnectionGater
-	ps     *pubsub.PubSub
-	gossip *gossip.Gossip
-	rep    *replica.Replica
-	mdns   mdns.Service
-	dht    *dht.IpfsDHT
-	log    *slog.Logger
+	cfg     Config
+	host    host.Host
+	gater   *conngater.BasicConnectionGater
+	ps      *pubsub.PubSub
+	gossip  *gossip.Gossip
+	rep     *replica.Replica
+	mdns    mdns.Service
+	dht     *dht.IpfsDHT
+	log     *slog.Logger
+	lock    *DirLock
+	conns   connWatch
+	pxQueue chan peer.ID
 
 	ctx    context.Context // lives until Close
 	cancel context.CancelFunc
@@ -64,11 +68,16 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	key, err := loadIdentity(cfg.DataDir)
+	lock, err := LockDataDir(cfg.DataDir)
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: cfg.Gossip.Logger}
+	key, err := loadIdentity(cfg.DataDir)
+	if err != nil {
+		lock.Unlock()
+		return nil, err
+	}
+	n := &Node{cfg: cfg, log: cfg.Gossip.Logger, lock: lock}
 	if n.log == nil {
 		n.log = slog.Default()
 	}
@@ -79,6 +88,19 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 	}()
 
+	// The store first: a damaged one stops the start before any port opens.
+	store, err := openStore(cfg)
+	if err != nil {
+		return nil, err
+	}
+	n.rep, err = replica.New(ctx, store, replica.Config{Key: key, Prefixes: cfg.Prefixes, TombstoneGrace: cfg.TombstoneGrace})
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	if err := checkPortsFree(cfg.ListenAddrs); err != nil {
+		return nil, err
+	}
 	n.gater, err = conngater.NewBasicConnectionGater(nil)
 	if err != nil {
 		return nil, fmt.Errorf("node: connection gater: %w", err)
@@ -89,8 +111,13 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: resource manager: %w", err)
 	}
+	cm, err := connmgr.NewConnManager(cfg.ConnLow, cfg.ConnHigh, connmgr.WithGracePeriod(cfg.ConnGrace))
+	if err != nil {
+		return nil, fmt.Errorf("node: connection manager: %w", err)
+	}
 	opts := []libp2p.Option{
 		libp2p.Identity(key),
+		libp2p.ConnectionManager(cm),
 		libp2p.ListenAddrStrings(cfg.ListenAddrs...),
 		libp2p.ResourceManager(rm),
 		libp2p.ConnectionGater(n.gater),
@@ -108,15 +135,6 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("node: host: %w", err)
 	}
 
-	store, err := openStore(cfg)
-	if err != nil {
-		return nil, err
-	}
-	n.rep, err = replica.New(ctx, store, replica.Config{Key: key, Prefixes: cfg.Prefixes, TombstoneGrace: cfg.TombstoneGrace})
-	if err != nil {
-		store.Close()
-		return nil, err
-	}
 	// Pubsub lives until gossip has closed: its own context, cancelled
 	// after gossip.Close in Close.
 	var psCtx context.Context
@@ -131,43 +149,66 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	n.rep.SetBroadcaster(n.gossip)
 
+	n.goFunc(n.collectLoop)
+	if err := n.startPeers(); err != nil {
+		return nil, fmt.Errorf("node: peers: %w", err)
+	}
+	// Discovery that cannot run here (no multicast interface: an offline
+	// laptop, a container without a network) is worth a warning, not the
+	// node: bootstrap peers and peer exchange still work.
 	if cfg.MDNS {
-		n.mdns = mdns.NewMdnsService(n.host, cfg.MDNSService, notifee{n})
-		if err := n.mdns.Start(); err != nil {
-			return nil, fmt.Errorf("node: mDNS: %w", err)
+		md := mdns.NewMdnsService(n.host, cfg.MDNSService, notifee{n})
+		if err := cfg.startMDNS(md); err != nil {
+			md.Close()
+			n.log.Warn("mDNS discovery off: cannot start it", "err", err)
+		} else {
+			n.mdns = md
 		}
 	}
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		n.collectLoop()
-	}()
 	if cfg.DHT {
 		if err := n.startDHT(); err != nil {
 			return nil, fmt.Errorf("node: DHT: %w", err)
 		}
 	}
-	for _, a := range cfg.Bootstrap {
-		info, _ := parsePeerAddr(a) // validated
-		n.wg.Add(1)
-		go func() {
-			defer n.wg.Done()
-			n.connectRetry(*info)
-		}()
-	}
 	return n, nil
 }
 
+// openStore opens the backend in the data directory. Damage found at open
+// is reported with the way to recover.
 func openStore(cfg Config) (datastore.Store, error) {
+	var (
+		s   datastore.Store
+		err error
+	)
 	switch cfg.Backend {
 	case BackendMemory:
 		return memory.New(cfg.StoreOptions...), nil
 	case BackendBadger:
-		return badger.Open(filepath.Join(cfg.DataDir, "badger"), cfg.StoreOptions...)
+		s, err = badger.Open(filepath.Join(cfg.DataDir, "badger"), cfg.StoreOptions...)
 	default:
-		return sqlite.Open(filepath.Join(cfg.DataDir, "state.db"), cfg.StoreOptions...)
+		s, err = sqlite.Open(filepath.Join(cfg.DataDir, "state.db"), cfg.StoreOptions...)
 	}
+	if errors.Is(err, datastore.ErrCorrupt) {
+		return nil, &DamagedError{Dir: cfg.DataDir, Err: err}
+	}
+	return s, err
 }
+
+// DamagedError is a store that failed its integrity checks at open. The
+// node does not start on it and leaves the files as they are.
+type DamagedError struct {
+	Dir string
+	Err error // matches datastore.ErrCorrupt
+}
+
+func (e *DamagedError) Error() string {
+	return fmt.Sprintf("node: the store in %s is damaged, refusing to start: %v. "+
+		"To recover, stop here and either restore a backup (peerstate restore --data %s FILE) "+
+		"or move the store aside, keeping identity.key, and start again: the node then "+
+		"fetches the replicated state from its peers (see README, Operations)", e.Dir, e.Err, e.Dir)
+}
+
+func (e *DamagedError) Unwrap() error { return e.Err }
 
 // Store returns the node's replicated store.
 func (n *Node) Store() datastore.Store { return n.rep }
@@ -221,26 +262,6 @@ func (n *Node) BlockPeer(p peer.ID) error {
 		return fmt.Errorf("node: block %s: %w", p, err)
 	}
 	return n.host.Network().ClosePeer(p)
-}
-
-// connectRetry dials a bootstrap peer until it answers or the node closes.
-func (n *Node) connectRetry(info peer.AddrInfo) {
-	delay := time.Second
-	for {
-		ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
-		err := n.host.Connect(ctx, info)
-		cancel()
-		if err == nil || n.ctx.Err() != nil {
-			return
-		}
-		n.log.Warn("bootstrap peer unreachable", "peer", info.ID, "err", err, "retry_in", delay)
-		select {
-		case <-time.After(delay):
-		case <-n.ctx.Done():
-			return
-		}
-		delay = min(2*delay, time.Minute)
-	}
 }
 
 // collectLoop collects tombstones behind the horizon of the peers seen in
@@ -302,6 +323,7 @@ func (n *Node) Close() error {
 		if n.rep != nil {
 			errs = append(errs, n.rep.Close())
 		}
+		errs = append(errs, n.lock.Unlock())
 		n.err = errors.Join(errs...)
 	})
 	return n.err

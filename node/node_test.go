@@ -121,6 +121,7 @@ func TestNode_DHTDiscovery(t *testing.T) {
 	cfg := func() node.Config {
 		c := testConfig(t, t.TempDir())
 		c.DHT, c.DHTServer, c.DHTInterval = true, true, 300*time.Millisecond
+		c.PeerExchange = false // the DHT alone must introduce them
 		return c
 	}
 	a := startNode(t, cfg())

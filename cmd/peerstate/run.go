@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -97,8 +98,15 @@ func (m *Main) runDaemon(ctx context.Context, cfg runConfig) (err error) {
 	level, _ := parseLevel(cfg.LogLevel)
 	log := slog.New(slog.NewTextHandler(m.Stderr, &slog.HandlerOptions{Level: level}))
 
+	// Every listener is bound before the node joins the network: a taken
+	// API port stops the start before any peer sees us.
+	ln, err := net.Listen("tcp", cfg.API)
+	if err != nil {
+		return fmt.Errorf("api: listen on %s: %w", cfg.API, err)
+	}
 	store, node, closer, err := openNode(ctx, cfg, log)
 	if err != nil {
+		ln.Close()
 		return err
 	}
 	defer func() {
@@ -119,10 +127,6 @@ func (m *Main) runDaemon(ctx context.Context, cfg runConfig) (err error) {
 		Version:  version(),
 		Logger:   log,
 	})
-	ln, err := srv.Listen()
-	if err != nil {
-		return err
-	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 

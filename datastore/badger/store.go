@@ -75,9 +75,17 @@ func OpenConfig(cfg Config) (*Store, error) {
 	if opts.MaxValueSize == 0 {
 		opts.MaxValueSize = DefaultMaxValueSize
 	}
+	if err := checkDir(cfg.Dir); err != nil {
+		return nil, fmt.Errorf("badger: open %s: %w", cfg.Dir, err)
+	}
 	db, err := badgerdb.Open(cfg.badgerOptions(opts.MaxValueSize))
 	if err != nil {
 		return nil, fmt.Errorf("badger: open %s: %w", cfg.Dir, err)
+	}
+	// Every table's checksums, once at open: a damaged table is refused
+	// here rather than found by a read later.
+	if err := db.VerifyChecksum(); err != nil {
+		return nil, errors.Join(fmt.Errorf("badger: open %s: %w: %w", cfg.Dir, datastore.ErrCorrupt, err), db.Close())
 	}
 	s := &Store{
 		db:    db,

@@ -22,6 +22,12 @@
 // The schema is managed by numbered SQL migrations embedded in the binary
 // and applied at open; a database written by a newer binary is refused with
 // ErrSchemaTooNew. A database file must be used by one Store at a time.
+//
+// Open checks the files before it trusts them: the database header, the
+// write-ahead log's header and length, then SQLite's quick_check. A damaged
+// database is refused with an error matching datastore.ErrCorrupt, and
+// nothing is changed on disk, so it can be copied away, inspected or
+// restored from a backup.
 package sqlite
 
 import (
@@ -157,6 +163,9 @@ func OpenConfig(cfg Config) (_ *Store, err error) {
 		}
 	}()
 
+	if err := checkFiles(abs); err != nil {
+		return nil, err
+	}
 	s.wdb, err = sql.Open("sqlite", writerDSN(abs, cfg.BusyTimeout))
 	if err != nil {
 		return nil, err
@@ -167,6 +176,13 @@ func OpenConfig(cfg Config) (_ *Store, err error) {
 		return nil, err
 	}
 	if err := checkPragmas(ctx, conn); err != nil {
+		conn.Close()
+		if isCorruptErr(err) {
+			err = damaged(abs, "%v", err)
+		}
+		return nil, err
+	}
+	if err := quickCheck(ctx, conn, abs); err != nil {
 		conn.Close()
 		return nil, err
 	}
