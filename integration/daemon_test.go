@@ -59,20 +59,33 @@ type daemon struct {
 	id    string
 	addrs []string
 	api   string
-	log   *bytes.Buffer
+	log   *lockedBuffer // its stderr
 	done  chan struct{}
+	exit  int // once done
 }
 
 // startDaemon runs `peerstate run` on data with the given bootstrap peers
 // and waits until it prints its API address.
 func startDaemon(t *testing.T, data string, bootstrap ...string) *daemon {
 	t.Helper()
-	args := []string{"run", "--data", data, "--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0", "--mdns=false"}
+	return startDaemonListen(t, data, "/ip4/127.0.0.1/tcp/0", bootstrap...)
+}
+
+// startDaemonListen is startDaemon on a given p2p listen address.
+func startDaemonListen(t *testing.T, data, listen string, bootstrap ...string) *daemon {
+	t.Helper()
+	args := []string{"run", "--data", data, "--listen", listen, "--api", "127.0.0.1:0", "--mdns=false"}
 	for _, b := range bootstrap {
 		args = append(args, "--bootstrap", b)
 	}
-	d := &daemon{t: t, data: data, log: &bytes.Buffer{}, done: make(chan struct{})}
-	d.cmd = exec.Command(binary(t), args...)
+	return startCommand(t, data, exec.Command(binary(t), args...))
+}
+
+// startCommand starts cmd, a daemon, and waits until it prints its API
+// address.
+func startCommand(t *testing.T, data string, cmd *exec.Cmd) *daemon {
+	t.Helper()
+	d := &daemon{t: t, data: data, log: &lockedBuffer{}, done: make(chan struct{}), cmd: cmd}
 	d.cmd.Stderr = d.log
 	stdout, err := d.cmd.StdoutPipe()
 	if err != nil {
@@ -99,6 +112,7 @@ func startDaemon(t *testing.T, data string, bootstrap ...string) *daemon {
 		}
 		io.Copy(io.Discard, stdout)
 		d.cmd.Wait()
+		d.exit = d.cmd.ProcessState.ExitCode()
 	}()
 	t.Cleanup(func() { d.stop(syscall.SIGKILL) })
 	select {
