@@ -47,6 +47,7 @@ type Node struct {
 	ps      *pubsub.PubSub
 	gossip  *gossip.Gossip
 	rep     *replica.Replica
+	backend datastore.Store // the store under rep
 	mdns    mdns.Service
 	dht     *dht.IpfsDHT
 	log     *slog.Logger
@@ -93,6 +94,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	n.backend = store
 	n.rep, err = replica.New(ctx, store, replica.Config{Key: key, Prefixes: cfg.Prefixes, TombstoneGrace: cfg.TombstoneGrace})
 	if err != nil {
 		store.Close()
