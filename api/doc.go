@@ -18,8 +18,14 @@
 //	GET    /v1/status            {"id","addrs","peers","revision","backend",...}
 //	GET    /v1/peers             the connected peers
 //	POST   /v1/peers/connect     {"addr"} dials a peer
+//	GET    /v1/backup            a consistent snapshot of the store, streamed; the
+//	                             Peerstate-Backup-Status trailer says "ok" or why it stopped
 //	GET    /metrics              Prometheus metrics
-//	GET    /healthz              liveness; the only endpoint that never asks for a token
+//	GET    /healthz              liveness: the process serves
+//	GET    /readyz               readiness: the store answers and the node has peers and
+//	                             has caught up with one (503 with a reason otherwise)
+//
+// /healthz and /readyz never ask for a token.
 //
 // Keys travel in the path, one escaped segment at a time (Client does this);
 // a path the router would clean ("." or ".." segments, "//") is refused with
@@ -35,7 +41,7 @@
 //
 // The server listens on loopback by default. Bound anywhere else it refuses
 // to start without a bearer token; whenever a token is set, every endpoint
-// but /healthz checks it in constant time.
+// but /healthz and /readyz checks it in constant time.
 //
 // Client speaks this API and maps the error codes back to the datastore
 // sentinels, so errors.Is(err, datastore.ErrKeyNotFound) works across the

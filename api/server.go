@@ -42,7 +42,7 @@ const (
 type ServerConfig struct {
 	// Addr is where Listen listens, HOST:PORT (default DefaultAddr).
 	Addr string
-	// Token is the bearer token every request but /healthz must carry. It
+	// Token is the bearer token every request but /healthz and /readyz must carry. It
 	// is required when the server is bound to a non-loopback address.
 	Token string
 	// MaxBodyBytes caps a request body; a larger one is refused with 413.
@@ -251,8 +251,10 @@ func (s *Server) routes() http.Handler {
 	handle("GET /v1/status", "/v1/status", true, s.handleStatus)
 	handle("GET /v1/peers", "/v1/peers", true, s.handlePeers)
 	handle("POST /v1/peers/connect", "/v1/peers/connect", true, s.handleConnect)
+	handle("GET /v1/backup", "/v1/backup", true, s.handleBackup)
 	handle("GET /metrics", "/metrics", true, s.metrics.serve)
 	handle("GET /healthz", "/healthz", false, s.handleHealth)
+	handle("GET /readyz", "/readyz", false, s.handleReady)
 	handle("/", "other", true, func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, fmt.Errorf("%w: %s %s", ErrNotFound, r.Method, r.URL.Path))
 	})
@@ -326,6 +328,29 @@ func bearer(h string) (string, bool) {
 
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// Readier is a Node that can tell whether it is ready to serve replicated
+// state: connected to peers and caught up with them.
+type Readier interface {
+	Ready() (ready bool, reason string)
+}
+
+// handleReady answers /readyz: 200 when the store answers and the node (if
+// any) says it is ready, else 503 with the reason. /healthz only says the
+// process serves.
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	if _, err := s.store.List(r.Context(), "/", datastore.ListOptions{Limit: 1, KeysOnly: true}); err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": "store: " + oneLineText(err.Error())})
+		return
+	}
+	if rd, ok := s.node.(Readier); ok {
+		if ready, reason := rd.Ready(); !ready {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": reason})
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
 func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {

@@ -217,3 +217,8 @@ func TestDaemon_MDNSUnavailable(t *testing.T) {
 		t.Fatalf("daemon exited %d:\n%s", d.exit, d.log)
 	}
 }
+
+func binaryCmd(t *testing.T, args ...string) *exec.Cmd {
+	t.Helper()
+	return exec.Command(binary(t), args...)
+}

@@ -62,6 +62,7 @@ func commands() []*command {
 		putCommand(), getCommand(), delCommand(), casCommand(), lsCommand(),
 		watchCommand(), txnCommand(),
 		statusCommand(), peersCommand(), connectCommand(),
+		backupCommand(), restoreCommand(), exportCommand(), importCommand(),
 		benchCommand(), versionCommand(), helpCommand(),
 	}
 }
