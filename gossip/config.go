@@ -89,6 +89,10 @@ type Config struct {
 	// possibly concurrently and even shortly after Close: it must be safe
 	// for concurrent use and return quickly.
 	OnReject func(p peer.ID, reason string)
+	// OnSync, if set, is called after every catch-up this peer initiated,
+	// with its statistics and error (nil when it completed). It must be
+	// safe for concurrent use and return quickly.
+	OnSync func(p peer.ID, st SyncStats, err error)
 
 	// After returns a channel that delivers after d; time.After if nil.
 	// Tests inject it to drive periodic catch-up without sleeping.

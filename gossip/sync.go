@@ -133,6 +133,9 @@ func (g *Gossip) SyncAll(ctx context.Context) (SyncStats, error) {
 // runSync runs and counts one catch-up.
 func (g *Gossip) runSync(ctx context.Context, p peer.ID) (SyncStats, error) {
 	st, err := g.syncWith(ctx, p)
+	if g.cfg.OnSync != nil {
+		g.cfg.OnSync(p, st, err)
+	}
 	if err != nil {
 		g.st.syncErrors.Add(1)
 		return st, fmt.Errorf("gossip: sync with %s: %w", p, err)

@@ -54,6 +54,7 @@ type Node struct {
 	lock    *DirLock
 	conns   connWatch
 	pxQueue chan peer.ID
+	metrics *nodeMetrics
 
 	ctx    context.Context // lives until Close
 	cancel context.CancelFunc
@@ -78,7 +79,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		lock.Unlock()
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: cfg.Gossip.Logger, lock: lock}
+	n := &Node{cfg: cfg, log: cfg.Gossip.Logger, lock: lock, metrics: newNodeMetrics()}
 	if n.log == nil {
 		n.log = slog.Default()
 	}
@@ -145,7 +146,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	n.gossip, err = gossip.New(n.ctx, n.host, n.ps, n.rep, cfg.Gossip)
+	n.gossip, err = gossip.New(n.ctx, n.host, n.ps, n.rep, n.gossipConfig())
 	if err != nil {
 		return nil, err
 	}
@@ -213,7 +214,7 @@ func (e *DamagedError) Error() string {
 func (e *DamagedError) Unwrap() error { return e.Err }
 
 // Store returns the node's replicated store.
-func (n *Node) Store() datastore.Store { return n.rep }
+func (n *Node) Store() datastore.Store { return timedStore{n.rep, n.metrics} }
 
 // Replica returns the node's replica, for replication-level access.
 func (n *Node) Replica() *replica.Replica { return n.rep }

@@ -15,6 +15,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/univrs/peerstate/gossip"
 )
 
 // PeerExchangeProtocol is the stream protocol peers use to tell each other
@@ -269,4 +271,36 @@ func pxInfo(pp pxPeer) (peer.AddrInfo, bool) {
 		}
 	}
 	return info, len(info.Addrs) > 0
+}
+
+// gossipConfig is cfg.Gossip with the node's own hooks added to the
+// caller's: rejected changes and catch-ups are logged and measured.
+func (n *Node) gossipConfig() gossip.Config {
+	gc := n.cfg.Gossip
+	gc.Logger = n.log
+	onReject, onSync := gc.OnReject, gc.OnSync
+	gc.OnReject = func(p peer.ID, reason string) {
+		n.log.Debug("change rejected", "from", p, "reason", reason)
+		if onReject != nil {
+			onReject(p, reason)
+		}
+	}
+	gc.OnSync = func(p peer.ID, st gossip.SyncStats, err error) {
+		n.metrics.sawSync(p, st, err)
+		switch {
+		case err != nil && n.ctx.Err() == nil:
+			n.log.Debug("catch-up failed", "peer", p, "err", err)
+		case err != nil:
+		case st.Applied > 0 || st.Snapshot || st.Repaired:
+			n.log.Info("caught up", "peer", p, "applied", st.Applied, "stale", st.Stale,
+				"snapshot", st.Snapshot, "dropped", st.Dropped, "repaired", st.Repaired,
+				"bytes_in", st.BytesReceived)
+		default:
+			n.log.Debug("caught up: nothing missing", "peer", p, "bytes_in", st.BytesReceived)
+		}
+		if onSync != nil {
+			onSync(p, st, err)
+		}
+	}
+	return gc
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -37,15 +38,17 @@ type runConfig struct {
 	DHT           bool     `json:"dht" toml:"dht"`
 	PSKFile       string   `json:"psk_file" toml:"psk_file"`
 	LogLevel      string   `json:"log_level" toml:"log_level"`
+	LogFormat     string   `json:"log_format" toml:"log_format"`
 }
 
 func defaultRunConfig() runConfig {
 	return runConfig{
-		Data:     "peerstate-data",
-		API:      api.DefaultAddr,
-		Backend:  "sqlite",
-		MDNS:     true,
-		LogLevel: "info",
+		Data:      "peerstate-data",
+		API:       api.DefaultAddr,
+		Backend:   "sqlite",
+		MDNS:      true,
+		LogLevel:  "info",
+		LogFormat: "text",
 	}
 }
 
@@ -95,6 +98,7 @@ func applyEnv(getenv func(string) string, cfg *runConfig) error {
 	str("PEERSTATE_TOKEN", &cfg.Token)
 	list("PEERSTATE_ETCD_ENDPOINTS", &cfg.EtcdEndpoints)
 	str("PEERSTATE_LOG_LEVEL", &cfg.LogLevel)
+	str("PEERSTATE_LOG_FORMAT", &cfg.LogFormat)
 	str("PEERSTATE_PSK_FILE", &cfg.PSKFile)
 	for name, dst := range map[string]*bool{"PEERSTATE_MDNS": &cfg.MDNS, "PEERSTATE_DHT": &cfg.DHT} {
 		if v := getenv(name); v != "" {
@@ -152,6 +156,9 @@ func (c runConfig) validate() error {
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		errs = append(errs, err)
 	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		errs = append(errs, fmt.Errorf("log format %q: want text or json", c.LogFormat))
+	}
 	return errors.Join(errs...)
 }
 
@@ -162,6 +169,16 @@ func loopbackHost(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// newLogger is the daemon's structured logger on w.
+func newLogger(w io.Writer, level, format string) *slog.Logger {
+	l, _ := parseLevel(level)
+	opts := &slog.HandlerOptions{Level: l}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 func parseLevel(s string) (slog.Level, error) {

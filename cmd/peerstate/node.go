@@ -89,7 +89,7 @@ func (a apiNode) Peers() []api.PeerInfo {
 func (a apiNode) Connect(ctx context.Context, addr string) error { return a.n.Connect(ctx, addr) }
 
 // Collector exposes the node's replication metrics at /metrics.
-func (a apiNode) Collector() prometheus.Collector { return a.n.Gossip().Collector() }
+func (a apiNode) Collector() prometheus.Collector { return a.n.Collector() }
 
 // readPSK reads a private network key in the libp2p swarm.key format.
 func readPSK(path string) ([]byte, error) {

@@ -5,12 +5,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/prometheus/client_golang/prometheus"
-	"log/slog"
 	"net"
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/univrs/peerstate/api"
 )
@@ -26,7 +27,7 @@ func runCommand() *command {
 		details: `With no flags: SQLite under ./peerstate-data, mDNS on, the API on 127.0.0.1:7070.
 Settings come from defaults, then --config FILE (JSON, or TOML for a .toml name,
 with the flag names as keys: data, listen, bootstrap, api, backend, token,
-etcd_endpoints, mdns, log_level), then $PEERSTATE_* variables, then flags.
+etcd_endpoints, mdns, dht, psk_file, log_level, log_format), then $PEERSTATE_* variables, then flags.
 It prints "api: HOST:PORT" (and, with a p2p node, "id:" and "addr:" lines) once
 it serves, and stops cleanly on SIGINT or SIGTERM.`,
 	}
@@ -45,6 +46,7 @@ it serves, and stops cleanly on SIGINT or SIGTERM.`,
 		dht := fs.Bool("dht", d.DHT, "find peers through the Kademlia DHT, entered via the bootstrap peers ($PEERSTATE_DHT)")
 		pskFile := fs.String("psk", "", "join the private network whose key (a libp2p swarm.key file) this is; TCP only ($PEERSTATE_PSK_FILE)")
 		logLevel := fs.String("log-level", d.LogLevel, "debug, info, warn or error ($PEERSTATE_LOG_LEVEL)")
+		logFormat := fs.String("log-format", d.LogFormat, "text or json ($PEERSTATE_LOG_FORMAT)")
 
 		return func(ctx context.Context, args []string) error {
 			cfg := defaultRunConfig()
@@ -81,6 +83,8 @@ it serves, and stops cleanly on SIGINT or SIGTERM.`,
 					cfg.PSKFile = *pskFile
 				case "log-level":
 					cfg.LogLevel = *logLevel
+				case "log-format":
+					cfg.LogFormat = *logFormat
 				}
 			})
 			if err := cfg.validate(); err != nil {
@@ -95,8 +99,7 @@ it serves, and stops cleanly on SIGINT or SIGTERM.`,
 // runDaemon opens the node, serves the API until ctx ends, then shuts down:
 // the API first (ending watch streams), then the node and store.
 func (m *Main) runDaemon(ctx context.Context, cfg runConfig) (err error) {
-	level, _ := parseLevel(cfg.LogLevel)
-	log := slog.New(slog.NewTextHandler(m.Stderr, &slog.HandlerOptions{Level: level}))
+	log := newLogger(m.Stderr, cfg.LogLevel, cfg.LogFormat)
 
 	// Every listener is bound before the node joins the network: a taken
 	// API port stops the start before any peer sees us.
@@ -116,6 +119,7 @@ func (m *Main) runDaemon(ctx context.Context, cfg runConfig) (err error) {
 	}()
 
 	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if m, ok := node.(interface{ Collector() prometheus.Collector }); ok {
 		reg.MustRegister(m.Collector()) // replication metrics beside the API's
 	}
