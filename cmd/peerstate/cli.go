@@ -8,9 +8,11 @@ import (
 	"io"
 	"net"
 	"os"
+	"regexp"
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/univrs/peerstate/api"
 	"github.com/univrs/peerstate/datastore"
@@ -38,6 +40,7 @@ type Main struct {
 
 	fs   *flag.FlagSet // the chosen command's, once parsed
 	exec runner
+	args []string // its positional arguments
 }
 
 // runner runs a parsed command with its positional arguments.
@@ -97,15 +100,22 @@ func usagef(cmd *command, format string, args ...any) error {
 var errHelpShown = errors.New("help shown")
 
 // ParseFlags picks the command named by args[0] and parses its flags and
-// arguments. A mistake is a usage error (Exit gives 2).
+// arguments. Flags may come before the command (peerstate --api H:P get K),
+// between and after the arguments (peerstate get K --json); "--" ends the
+// flags, for an argument that starts with "-". A mistake is a usage error
+// (Exit gives 2).
 func (m *Main) ParseFlags(args []string) error {
-	m.fs, m.exec = nil, nil
+	m.fs, m.exec, m.args = nil, nil, nil
+	global, args := leadingFlags(args)
 	if len(args) == 0 {
-		return usagef(nil, "no command given")
+		if len(global) > 0 && isHelpFlag(global[0]) {
+			args = []string{"help"}
+		} else {
+			return usagef(nil, "no command given")
+		}
 	}
 	name := args[0]
-	switch name {
-	case "-h", "-help", "--help":
+	if isHelpFlag(name) {
 		name = "help"
 	}
 	cmd := findCommand(name)
@@ -116,28 +126,69 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
 	exec := cmd.setup(m, fs)
-	if err := fs.Parse(args[1:]); err != nil {
+	pos, err := parseInterleaved(fs, append(global, args[1:]...))
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			m.printCommandHelp(m.Stdout, cmd, fs)
 			return errHelpShown
 		}
-		return usagef(cmd, "%v", err)
+		return usagef(cmd, "%s", strings.Replace(err.Error(), ": -", ": --", 1))
 	}
-	n := fs.NArg()
+	n := len(pos)
 	if n < cmd.minArgs || (cmd.maxArgs >= 0 && n > cmd.maxArgs) {
-		return usagef(cmd, "%s", argCountMessage(cmd, fs.Args()))
+		return usagef(cmd, "%s", argCountMessage(cmd, pos))
 	}
-	m.fs, m.exec = fs, exec
+	m.fs, m.exec, m.args = fs, exec, pos
 	return nil
+}
+
+func isHelpFlag(s string) bool { return s == "-h" || s == "-help" || s == "--help" }
+
+// globalValueFlags are the flags given before a command that take a value
+// as the next argument ("--api H:P"); any other leading flag must be
+// boolean or written --name=value.
+var globalValueFlags = map[string]bool{"api": true, "token": true, "token-file": true, "data": true, "config": true}
+
+// leadingFlags splits the flags before the command name from the rest.
+func leadingFlags(args []string) (flags, rest []string) {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if !strings.HasPrefix(a, "-") || a == "-" || a == "--" {
+			return flags, args[i:]
+		}
+		flags = append(flags, a)
+		name := strings.TrimLeft(a, "-")
+		if !strings.Contains(name, "=") && globalValueFlags[name] && i+1 < len(args) {
+			i++
+			flags = append(flags, args[i])
+		}
+	}
+	return flags, nil
+}
+
+// parseInterleaved parses flags wherever they are among the arguments and
+// returns the arguments in order. Everything after "--" is an argument.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
 }
 
 func argCountMessage(cmd *command, args []string) string {
 	if len(args) > cmd.maxArgs && cmd.maxArgs >= 0 {
-		extra := args[cmd.maxArgs]
-		if strings.HasPrefix(extra, "-") {
-			return fmt.Sprintf("unexpected argument %q: flags come before arguments", extra)
-		}
-		return fmt.Sprintf("unexpected argument %q", extra)
+		return fmt.Sprintf("unexpected argument %s", shorten(args[cmd.maxArgs]))
 	}
 	if cmd.args == "" {
 		return "takes no arguments"
@@ -160,7 +211,7 @@ func (m *Main) Run(ctx context.Context) error {
 	if m.exec == nil {
 		return usagef(nil, "no command parsed")
 	}
-	return m.exec(ctx, m.fs.Args())
+	return m.exec(ctx, m.args)
 }
 
 // Execute parses args, runs the command and returns its exit status, having
@@ -187,7 +238,7 @@ func (m *Main) Exit(err error) int {
 		}
 		return exitUsage
 	}
-	fmt.Fprintf(m.Stderr, "peerstate: %s\n", oneLine(err.Error()))
+	fmt.Fprintf(m.Stderr, "peerstate: %s\n", plain(err.Error()))
 	return exitCode(err)
 }
 
@@ -201,11 +252,48 @@ func exitCode(err error) int {
 	case errors.Is(err, datastore.ErrVersionConflict), errors.Is(err, datastore.ErrAlreadyExists),
 		errors.Is(err, datastore.ErrTxnFailed):
 		return exitConflict
+	case errors.Is(err, datastore.ErrInvalidKey), errors.Is(err, datastore.ErrInvalidTxn),
+		errors.Is(err, datastore.ErrValueTooLarge), errors.As(err, new(*badInput)):
+		return exitUsage // the caller's own mistake
 	}
 	return exitError
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// layerPrefix matches the package prefixes errors gather on their way up
+// ("replica: datastore: invalid key"); people need only the last word.
+var layerPrefix = regexp.MustCompile(`\b(api|replica|datastore|sqlite|badger|node|gossip|etcd): `)
+
+// longQuoted matches a quoted string too long to repeat in full.
+var longQuoted = regexp.MustCompile(`"[^"]{80,}"`)
+
+// plain turns an error message into one line for people: the package
+// layers dropped, long quoted keys cut short.
+func plain(s string) string {
+	s = layerPrefix.ReplaceAllString(oneLine(s), "")
+	return longQuoted.ReplaceAllStringFunc(s, func(q string) string { return shorten(q[1 : len(q)-1]) })
+}
+
+// short is s as it is, or shortened when longer than 80 bytes.
+func short(s string) string {
+	if len(s) <= 80 {
+		return s
+	}
+	return shorten(s)
+}
+
+// shorten quotes s, cut to its first 48 bytes when longer than 80.
+func shorten(s string) string {
+	if len(s) <= 80 {
+		return strconv.Quote(s)
+	}
+	cut := 48
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s… (%d bytes)", strconv.Quote(s[:cut]), len(s))
+}
 
 func usageLine(cmd *command) string {
 	line := "peerstate " + cmd.name + " [flags]"
@@ -214,6 +302,14 @@ func usageLine(cmd *command) string {
 	}
 	return line
 }
+
+// badInput is a mistake in what the user gave a command on stdin or in a
+// file (malformed JSON): exit status 2, like a usage error, without the
+// usage line.
+type badInput struct{ err error }
+
+func (e *badInput) Error() string { return e.err.Error() }
+func (e *badInput) Unwrap() error { return e.err }
 
 // cmdError is a failed command with a message made for people: what was
 // being done, and what went wrong. It unwraps to the cause, so the exit
@@ -229,6 +325,9 @@ func (e *cmdError) Unwrap() error { return e.err }
 func failed(what string, err error) error {
 	if err == nil {
 		return nil
+	}
+	if verb, arg, ok := strings.Cut(what, " "); ok { // "get KEY": a long key cut short
+		what = verb + " " + short(arg)
 	}
 	return &cmdError{what: what, err: err}
 }

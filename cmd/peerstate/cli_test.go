@@ -149,8 +149,8 @@ func TestCLI_Usage(t *testing.T) {
 		{[]string{"frob"}, `unknown command "frob"`},
 		{[]string{"put"}, "want KEY VALUE, got 0 arguments"},
 		{[]string{"put", "/a"}, "want KEY VALUE, got 1 argument"},
-		{[]string{"put", "--nope", "/a", "v"}, "flag provided but not defined: -nope"},
-		{[]string{"get", "/a", "--json"}, "flags come before arguments"},
+		{[]string{"put", "--nope", "/a", "v"}, "flag provided but not defined: --nope"},
+		{[]string{"get", "/a", "--json", "--nope"}, "flag provided but not defined: --nope"},
 		{[]string{"get", "/a", "/b"}, `unexpected argument "/b"`},
 		{[]string{"cas", "/a", "x", "v"}, `EXPECTED_VERSION "x"`},
 		{[]string{"del", "--expected", "-1", "/a"}, "want a non-negative integer"},
@@ -224,14 +224,19 @@ func TestCLI_KeyValue(t *testing.T) {
 	if r := execute(t, e, "", "get", "/empty").want(t, exitOK, ""); r.stdout != "" {
 		t.Fatalf("get of an empty value printed %q", r.stdout)
 	}
-	var entry api.Entry
+	var entry entryOut
 	r := execute(t, e, "", "get", "--json", "/a/b").want(t, exitOK, "")
-	if err := json.Unmarshal([]byte(r.stdout), &entry); err != nil || string(entry.Value) != "hello" || entry.Version != 1 {
+	if err := json.Unmarshal([]byte(r.stdout), &entry); err != nil || entry.Value == nil || *entry.Value != "hello" || entry.Version != 1 {
 		t.Fatalf("get --json = %q", r.stdout)
+	}
+	// A value that is not UTF-8 is base64, and marked so.
+	r = execute(t, e, "", "get", "/a/bin", "--json").want(t, exitOK, "")
+	if !strings.Contains(r.stdout, `"value_base64":"YmluAP8K"`) || strings.Contains(r.stdout, `"value":`) {
+		t.Fatalf("get --json of a binary value = %q", r.stdout)
 	}
 
 	execute(t, e, "", "get", "/missing").want(t, exitNotFound, "get /missing: key not found")
-	execute(t, e, "", "get", "no-slash").want(t, exitError, "invalid key")
+	execute(t, e, "", "get", "no-slash").want(t, exitUsage, "invalid key")
 
 	if r := execute(t, e, "", "cas", "/a/b", "1", "world").want(t, exitOK, ""); r.stdout != "2\n" {
 		t.Fatalf("cas printed %q", r.stdout)
@@ -280,16 +285,20 @@ func TestCLI_Ls(t *testing.T) {
 	if r := execute(t, e, "", "ls", "--all", "/many").want(t, exitOK, ""); strings.Count(r.stdout, "\n") != 1005 {
 		t.Fatalf("ls --all listed %d keys", strings.Count(r.stdout, "\n"))
 	}
-	var page api.Page
+	var page struct {
+		Entries  []entryOut
+		More     bool
+		Revision uint64
+	}
 	r = execute(t, e, "", "ls", "--json", "/l/").want(t, exitOK, "")
 	if err := json.Unmarshal([]byte(r.stdout), &page); err != nil || len(page.Entries) != 3 || page.More ||
-		string(page.Entries[0].Value) != "v/l/a" || page.Revision == 0 {
+		page.Entries[0].Value == nil || *page.Entries[0].Value != "v/l/a" || page.Revision == 0 {
 		t.Fatalf("ls --json = %q", r.stdout)
 	}
 	if r := execute(t, e, "", "ls", "/nothing").want(t, exitOK, ""); r.stdout != "" {
 		t.Fatalf("ls of an empty prefix = %q", r.stdout)
 	}
-	execute(t, e, "", "ls", "l").want(t, exitError, "invalid key")
+	execute(t, e, "", "ls", "l").want(t, exitUsage, "invalid key")
 }
 
 func TestCLI_Txn(t *testing.T) {
@@ -307,8 +316,8 @@ func TestCLI_Txn(t *testing.T) {
 	execute(t, e, `{"ops":[{"op":"set","key":"/c","value_string":"x"},{"op":"check","key":"/a","version":1}]}`, "txn").
 		want(t, exitConflict, "transaction check failed")
 	execute(t, e, `[{"op":"delete","key":"/nope"}]`, "txn").want(t, exitNotFound, "key not found")
-	execute(t, e, `[{"op":"set","key":"/c"`, "txn").want(t, exitError, "malformed JSON")
-	execute(t, e, `[{"op":"upsert","key":"/c"}]`, "txn").want(t, exitError, `unknown op "upsert"`)
+	execute(t, e, `[{"op":"set","key":"/c"`, "txn").want(t, exitUsage, "malformed JSON")
+	execute(t, e, `[{"op":"upsert","key":"/c"}]`, "txn").want(t, exitUsage, `unknown op "upsert"`)
 	execute(t, e, "", "get", "/c").want(t, exitNotFound, "")
 }
 
@@ -326,27 +335,27 @@ func TestCLI_Watch(t *testing.T) {
 	go func() { done <- m.Execute(ctx, []string{"watch", "--from-revision", "0", "/w/"}) }()
 
 	lines := bufio.NewScanner(pr)
-	next := func() api.Event {
+	next := func() eventOut {
 		t.Helper()
 		if !lines.Scan() {
 			t.Fatalf("watch output ended: %v; stderr %q", lines.Err(), errOut.String())
 		}
-		var ev api.Event
+		var ev eventOut
 		if err := json.Unmarshal(lines.Bytes(), &ev); err != nil {
 			t.Fatalf("watch line %q: %v", lines.Text(), err)
 		}
 		return ev
 	}
-	if ev := next(); ev.Key != "/w/old" || ev.Type != "created" || ev.Revision != 1 {
+	if ev := next(); ev.Key != "/w/old" || ev.Type != "created" || ev.Revision != 1 || ev.Origin == "" {
 		t.Fatalf("replayed event %+v", ev)
 	}
 	execute(t, e, "", "put", "/w/a", "1").want(t, exitOK, "")
 	execute(t, e, "", "put", "/other", "1").want(t, exitOK, "")
 	execute(t, e, "", "del", "/w/a").want(t, exitOK, "")
-	if ev := next(); ev.Key != "/w/a" || ev.Type != "created" || string(ev.NewValue) != "1" {
+	if ev := next(); ev.Key != "/w/a" || ev.Type != "created" || ev.NewValue == nil || *ev.NewValue != "1" {
 		t.Fatalf("event %+v", ev)
 	}
-	if ev := next(); ev.Key != "/w/a" || ev.Type != "deleted" || string(ev.OldValue) != "1" || ev.Version != 2 {
+	if ev := next(); ev.Key != "/w/a" || ev.Type != "deleted" || ev.OldValue == nil || *ev.OldValue != "1" || ev.NewValue != nil || ev.Version != 2 {
 		t.Fatalf("event %+v", ev)
 	}
 	cancel() // as SIGINT does
@@ -355,7 +364,7 @@ func TestCLI_Watch(t *testing.T) {
 		t.Fatalf("interrupted watch exited %d: %s", code, errOut.String())
 	}
 
-	execute(t, e, "", "watch", "/a*").want(t, exitError, "invalid key")
+	execute(t, e, "", "watch", "/a*").want(t, exitUsage, "invalid key")
 }
 
 func TestCLI_StatusAndPeers(t *testing.T) {

@@ -38,7 +38,8 @@ func (m *Main) printHelp(w io.Writer) {
 libp2p network. "peerstate run" starts the daemon; the other commands talk to
 it over its local API.
 
-Usage: peerstate COMMAND [flags] [arguments]   (flags come before arguments)
+Usage: peerstate [flags] COMMAND [flags] [arguments] [flags]
+Flags go before or after the command and its arguments; "--" ends them.
 
 Commands:
 `)
@@ -65,8 +66,22 @@ func (m *Main) printCommandHelp(w io.Writer, cmd *command, fs *flag.FlagSet) {
 	fs.VisitAll(func(*flag.Flag) { hasFlags = true })
 	if hasFlags {
 		fmt.Fprint(w, "\nFlags:\n")
-		fs.SetOutput(w)
-		fs.PrintDefaults()
-		fs.SetOutput(io.Discard)
+		printFlags(w, fs)
 	}
+}
+
+// printFlags lists fs's flags the way they are written: --name.
+func printFlags(w io.Writer, fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) {
+		typ, usage := flag.UnquoteUsage(f)
+		line := "  --" + f.Name
+		if typ != "" {
+			line += " " + typ
+		}
+		fmt.Fprintf(w, "%s\n    \t%s", line, strings.ReplaceAll(usage, "\n", "\n    \t"))
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" {
+			fmt.Fprintf(w, " (default %q)", f.DefValue)
+		}
+		fmt.Fprintln(w)
+	})
 }

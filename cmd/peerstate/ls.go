@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 
-	"github.com/univrs/peerstate/api"
 	"github.com/univrs/peerstate/datastore"
 )
 
@@ -26,7 +25,7 @@ says on stderr where to go on; --all lists everything.`,
 		limit := fs.Int("limit", datastore.DefaultListLimit, "list at most this many keys; if more remain, say where to go on")
 		all := fs.Bool("all", false, "list every key, page after page (ignores --limit)")
 		after := fs.String("after", "", "start after this key (the cursor ls prints when it stops early)")
-		asJSON := fs.Bool("json", false, `print {"entries": [...], "more", "next", "revision"} with values (base64) and versions`)
+		asJSON := fs.Bool("json", false, `print {"entries": [...], "more", "next", "revision"}, each entry with "value" (UTF-8 text) or "value_base64" and its version`)
 		return func(ctx context.Context, args []string) error {
 			prefix := "/"
 			if len(args) == 1 {
@@ -40,7 +39,13 @@ says on stderr where to go on; --all lists everything.`,
 				return err
 			}
 			defer c.Close()
-			out := api.Page{Entries: []api.Entry{}}
+			type pageJSON struct {
+				Entries  []entryOut `json:"entries"`
+				More     bool       `json:"more"`
+				Next     string     `json:"next,omitempty"`
+				Revision uint64     `json:"revision"`
+			}
+			out := pageJSON{Entries: []entryOut{}}
 			w := bufio.NewWriter(m.Stdout)
 			opts := datastore.ListOptions{After: *after, KeysOnly: !*asJSON}
 			for first := true; ; first = false {
@@ -57,9 +62,9 @@ says on stderr where to go on; --all lists everything.`,
 				}
 				for _, e := range page.Entries {
 					if *asJSON {
-						out.Entries = append(out.Entries, api.FromEntry(e))
+						out.Entries = append(out.Entries, newEntryOut(e))
 					} else {
-						out.Entries = append(out.Entries, api.Entry{Key: e.Key})
+						out.Entries = append(out.Entries, entryOut{Key: e.Key})
 						fmt.Fprintln(w, e.Key)
 					}
 				}
@@ -70,7 +75,7 @@ says on stderr where to go on; --all lists everything.`,
 				opts.After = page.Next
 			}
 			if *asJSON {
-				if err := json.NewEncoder(w).Encode(out); err != nil {
+				if err := encodeJSON(json.NewEncoder(w), out); err != nil {
 					return err
 				}
 			}

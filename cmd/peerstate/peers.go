@@ -55,7 +55,11 @@ func connectCommand() *command {
 					return err
 				}
 				defer c.Close()
-				return failed("connect "+args[0], c.Connect(ctx, args[0]))
+				if err := c.Connect(ctx, args[0]); err != nil {
+					return failed("connect "+args[0], err)
+				}
+				_, err = fmt.Fprintf(m.Stdout, "connected to %s\n", args[0])
+				return err
 			}
 		},
 	}

@@ -29,7 +29,7 @@ Exit status 4 if a check fails, 3 if a deleted key is absent; nothing changes th
 				}
 				ops, err := api.ParseTxn(data)
 				if err != nil {
-					return fmt.Errorf("txn: stdin: %w", err)
+					return &badInput{fmt.Errorf("txn: stdin: %w", err)}
 				}
 				c, err := cf.client()
 				if err != nil {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"flag"
 
-	"github.com/univrs/peerstate/api"
 	"github.com/univrs/peerstate/datastore"
 )
 
@@ -17,7 +16,10 @@ func watchCommand() *command {
 		details: `PATTERN is a prefix (/workloads/) or a glob where * matches one segment and ** any
 number (/peers/*/reputation); default "/", every key. Each line is
 {"type":"created|updated|deleted","key","old_value","new_value","version","revision","origin"}
-with values in base64. It runs until interrupted.`,
+with each value as text when it is UTF-8, else base64 under old_value_base64 or
+new_value_base64. origin is the peer ID of the node that made the change (the
+daemon's own for a change made through it; "local" without a p2p node). It runs
+until interrupted.`,
 		maxArgs: 1,
 		setup: func(m *Main, fs *flag.FlagSet) runner {
 			var cf clientFlags
@@ -34,6 +36,10 @@ with values in base64. It runs until interrupted.`,
 					return err
 				}
 				defer c.Close()
+				self := "local"
+				if st, err := c.Status(ctx); err == nil && st.ID != "" {
+					self = st.ID
+				}
 				var opts []datastore.WatchOption
 				if from.set {
 					opts = append(opts, datastore.FromRevision(from.v))
@@ -45,7 +51,7 @@ with values in base64. It runs until interrupted.`,
 				defer w.Close()
 				enc := json.NewEncoder(m.Stdout)
 				for ev := range w.Events() {
-					if err := enc.Encode(api.FromEvent(ev)); err != nil {
+					if err := encodeJSON(enc, newEventOut(ev, self)); err != nil {
 						return err
 					}
 				}

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+func TestCLI_Conventions(t *testing.T) {
+	d := startDaemon(t, env{}, "--backend", "memory", "--data", t.TempDir())
+	noEnv := env{}
+
+	// Global flags before the command; flags after the arguments; "--"
+	// for an argument that starts with "-".
+	if r := execute(t, noEnv, "", "--api", d.addr, "put", "/c/a", "1").want(t, exitOK, ""); r.stdout != "1\n" {
+		t.Fatalf("put with --api before the command: %q", r.stdout)
+	}
+	if r := execute(t, noEnv, "", "get", "/c/a", "--api", d.addr, "--json").want(t, exitOK, ""); !strings.Contains(r.stdout, `"value":"1"`) {
+		t.Fatalf("get with flags after the key: %q", r.stdout)
+	}
+	execute(t, d.env, "", "put", "--", "/c/dash", "-x").want(t, exitOK, "")
+	if r := execute(t, d.env, "", "get", "/c/dash").want(t, exitOK, ""); r.stdout != "-x" {
+		t.Fatalf("value after --: %q", r.stdout)
+	}
+
+	// del says what it did; del --prefix deletes a subtree and counts it.
+	if r := execute(t, d.env, "", "del", "/c/dash").want(t, exitOK, ""); r.stdout != "deleted /c/dash\n" {
+		t.Fatalf("del printed %q", r.stdout)
+	}
+	for _, k := range []string{"/tree/a", "/tree/b/c", "/treehouse"} {
+		execute(t, d.env, "", "put", k, "v").want(t, exitOK, "")
+	}
+	if r := execute(t, d.env, "", "del", "--prefix", "/tree").want(t, exitOK, ""); r.stdout != "deleted 2 keys\n" {
+		t.Fatalf("del --prefix printed %q", r.stdout)
+	}
+	execute(t, d.env, "", "get", "/tree/b/c").want(t, exitNotFound, "")
+	execute(t, d.env, "", "get", "/treehouse").want(t, exitOK, "")
+
+	// A bad key is a usage mistake (2), named once and cut short, without
+	// the internal package layers.
+	long := "/" + strings.Repeat("k", 2000) + "/"
+	r := execute(t, d.env, "", "get", long).want(t, exitUsage, "")
+	if len(r.stderr) > 300 || strings.Contains(r.stderr, "datastore:") || strings.Contains(r.stderr, "replica:") {
+		t.Fatalf("bad key error: %q", r.stderr)
+	}
+	if !strings.Contains(r.stderr, "(2002 bytes)") {
+		t.Fatalf("bad key error does not give the key's length: %q", r.stderr)
+	}
+	execute(t, d.env, `{"ops": [`, "txn").want(t, exitUsage, "")
+
+	// version --json; help writes flags as --name.
+	var v map[string]string
+	if r := execute(t, noEnv, "", "version", "--json").want(t, exitOK, ""); json.Unmarshal([]byte(r.stdout), &v) != nil || v["version"] == "" || v["go"] == "" {
+		t.Fatalf("version --json = %q", r.stdout)
+	}
+	if r := execute(t, noEnv, "", "help", "get").want(t, exitOK, ""); !strings.Contains(r.stdout, "  --api string") || strings.Contains(r.stdout, "\n  -api") {
+		t.Fatalf("help get:\n%s", r.stdout)
+	}
+}
