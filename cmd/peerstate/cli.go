@@ -66,7 +66,7 @@ func commands() []*command {
 		watchCommand(), txnCommand(),
 		statusCommand(), peersCommand(), connectCommand(),
 		backupCommand(), restoreCommand(), exportCommand(), importCommand(),
-		benchCommand(), versionCommand(), helpCommand(),
+		benchCommand(), versionCommand(), completionCommand(), helpCommand(),
 	}
 }
 
@@ -355,21 +355,30 @@ func describe(err error) string {
 
 // clientFlags are the flags every client command takes.
 type clientFlags struct {
-	m     *Main
-	api   string
-	token string
+	m         *Main
+	api       string
+	token     string
+	tokenFile string
 }
 
 func (c *clientFlags) register(m *Main, fs *flag.FlagSet) {
 	c.m = m
 	fs.StringVar(&c.api, "api", "", "the daemon's API, HOST:PORT or URL (default $PEERSTATE_API or "+api.DefaultAddr+")")
 	fs.StringVar(&c.token, "token", "", "bearer token for the API (default $PEERSTATE_TOKEN)")
+	fs.StringVar(&c.tokenFile, "token-file", "", "read the bearer token from this file (default $PEERSTATE_TOKEN_FILE)")
 }
 
 // client opens a client of the daemon; the caller closes it.
 func (c *clientFlags) client() (*api.Client, error) {
 	addr := firstNonEmpty(c.api, c.m.Getenv("PEERSTATE_API"), api.DefaultAddr)
 	token := firstNonEmpty(c.token, c.m.Getenv("PEERSTATE_TOKEN"))
+	if file := firstNonEmpty(c.tokenFile, c.m.Getenv("PEERSTATE_TOKEN_FILE")); token == "" && file != "" {
+		t, err := readTokenFile(file)
+		if err != nil {
+			return nil, err
+		}
+		token = t
+	}
 	cl, err := api.New(addr, token)
 	if err != nil {
 		return nil, usagef(nil, "--api %q: want HOST:PORT or an http(s) URL", addr)

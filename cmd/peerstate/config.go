@@ -33,6 +33,7 @@ type runConfig struct {
 	API           string   `json:"api" toml:"api"`
 	Backend       string   `json:"backend" toml:"backend"`
 	Token         string   `json:"token" toml:"token"`
+	TokenFile     string   `json:"token_file" toml:"token_file"`
 	EtcdEndpoints []string `json:"etcd_endpoints" toml:"etcd_endpoints"`
 	MDNS          bool     `json:"mdns" toml:"mdns"`
 	DHT           bool     `json:"dht" toml:"dht"`
@@ -52,12 +53,18 @@ func defaultRunConfig() runConfig {
 	}
 }
 
-// loadConfigFile decodes path over cfg: a .toml file as TOML, anything else
-// as JSON. Unknown keys are errors.
+// loadConfigFile decodes path over cfg: a .toml file as TOML, a .json file
+// (or one without an extension) as JSON; any other extension is refused.
+// Unknown keys are errors.
 func loadConfigFile(path string, cfg *runConfig) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
+	}
+	switch ext := strings.ToLower(filepath.Ext(path)); ext {
+	case ".toml", ".json", "":
+	default:
+		return fmt.Errorf("config %s: %s files are not read: write it as JSON (.json) or TOML (.toml)", path, ext)
 	}
 	if strings.EqualFold(filepath.Ext(path), ".toml") {
 		md, err := toml.Decode(string(data), cfg)
@@ -96,6 +103,7 @@ func applyEnv(getenv func(string) string, cfg *runConfig) error {
 	str("PEERSTATE_API", &cfg.API)
 	str("PEERSTATE_BACKEND", &cfg.Backend)
 	str("PEERSTATE_TOKEN", &cfg.Token)
+	str("PEERSTATE_TOKEN_FILE", &cfg.TokenFile)
 	list("PEERSTATE_ETCD_ENDPOINTS", &cfg.EtcdEndpoints)
 	str("PEERSTATE_LOG_LEVEL", &cfg.LogLevel)
 	str("PEERSTATE_LOG_FORMAT", &cfg.LogFormat)
@@ -187,4 +195,19 @@ func parseLevel(s string) (slog.Level, error) {
 		return 0, fmt.Errorf("log level %q: want debug, info, warn or error", s)
 	}
 	return l, nil
+}
+
+// readTokenFile reads a bearer token from the first line of path, so it
+// never shows in the process list.
+func readTokenFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("token file: %w", err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	token := strings.TrimSpace(line)
+	if token == "" {
+		return "", fmt.Errorf("token file %s: empty", path)
+	}
+	return token, nil
 }

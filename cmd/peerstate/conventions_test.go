@@ -2,6 +2,9 @@ package main
 
 import (
 	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -56,4 +59,42 @@ func TestCLI_Conventions(t *testing.T) {
 	if r := execute(t, noEnv, "", "help", "get").want(t, exitOK, ""); !strings.Contains(r.stdout, "  --api string") || strings.Contains(r.stdout, "\n  -api") {
 		t.Fatalf("help get:\n%s", r.stdout)
 	}
+}
+
+func TestCLI_ConfigFormatsAndTokenFile(t *testing.T) {
+	dir := t.TempDir()
+	yaml := filepath.Join(dir, "peerstate.yaml")
+	if err := os.WriteFile(yaml, []byte("api: 127.0.0.1:0\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	execute(t, env{}, "", "run", "--config", yaml).want(t, exitError, ".yaml files are not read")
+
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, env{}, "--backend", "memory", "--data", t.TempDir(), "--token-file", tokenFile)
+	execute(t, env{}, "", "put", "--api", d.addr, "/t", "1").want(t, exitError, "unauthorized")
+	execute(t, env{}, "", "put", "--api", d.addr, "--token-file", tokenFile, "/t", "1").want(t, exitOK, "")
+	execute(t, env{"PEERSTATE_TOKEN_FILE": tokenFile}, "", "get", "--api", d.addr, "/t").want(t, exitOK, "")
+}
+
+func TestCLI_Completion(t *testing.T) {
+	r := execute(t, env{}, "", "completion", "bash").want(t, exitOK, "")
+	script := filepath.Join(t.TempDir(), "peerstate.bash")
+	if err := os.WriteFile(script, []byte(r.stdout), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Fatalf("no bash to try the script in: %v", err)
+	}
+	probe := `source "$1"
+COMP_WORDS=(peerstate ba); COMP_CWORD=1; _peerstate; echo "${COMPREPLY[*]}"
+COMP_WORDS=(peerstate get --j); COMP_CWORD=2; _peerstate; echo "${COMPREPLY[*]}"`
+	out, err := exec.Command(bash, "-c", probe, "bash", script).CombinedOutput()
+	if err != nil || string(out) != "backup\n--json\n" {
+		t.Fatalf("completion: %q, %v", out, err)
+	}
+	execute(t, env{}, "", "completion", "fish").want(t, exitUsage, `shell "fish"`)
 }

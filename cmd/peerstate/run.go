@@ -26,7 +26,7 @@ func runCommand() *command {
 		summary: "run the daemon: store, p2p node and local API",
 		details: `With no flags: SQLite under ./peerstate-data, mDNS on, the API on 127.0.0.1:7070.
 Settings come from defaults, then --config FILE (JSON, or TOML for a .toml name,
-with the flag names as keys: data, listen, bootstrap, api, backend, token,
+with these keys: data, listen, bootstrap, api, backend, token, token_file,
 etcd_endpoints, mdns, dht, psk_file, log_level, log_format), then $PEERSTATE_* variables, then flags.
 It prints "api: HOST:PORT" (and, with a p2p node, "id:" and "addr:" lines) once
 it serves, and stops cleanly on SIGINT or SIGTERM.`,
@@ -40,7 +40,8 @@ it serves, and stops cleanly on SIGINT or SIGTERM.`,
 		fs.Var(&bootstrap, "bootstrap", "peer to connect to at start, a multiaddr ending in /p2p/ID; repeat for more ($PEERSTATE_BOOTSTRAP)")
 		apiAddr := fs.String("api", d.API, "API address HOST:PORT; not loopback needs --token ($PEERSTATE_API)")
 		backend := fs.String("backend", d.Backend, "store backend: "+strings.Join(backends, ", ")+" ($PEERSTATE_BACKEND)")
-		token := fs.String("token", "", "bearer token the API requires ($PEERSTATE_TOKEN)")
+		token := fs.String("token", "", "bearer token the API requires ($PEERSTATE_TOKEN); prefer --token-file")
+		tokenFile := fs.String("token-file", "", "read the API's bearer token from this file, so it stays out of the process list ($PEERSTATE_TOKEN_FILE)")
 		fs.Var(&etcdEndpoints, "etcd-endpoints", "etcd client URL for --backend etcd; repeat for more ($PEERSTATE_ETCD_ENDPOINTS)")
 		mdns := fs.Bool("mdns", d.MDNS, "find peers on the local network with mDNS ($PEERSTATE_MDNS)")
 		dht := fs.Bool("dht", d.DHT, "find peers through the Kademlia DHT, entered via the bootstrap peers ($PEERSTATE_DHT)")
@@ -73,6 +74,8 @@ it serves, and stops cleanly on SIGINT or SIGTERM.`,
 					cfg.Backend = *backend
 				case "token":
 					cfg.Token = *token
+				case "token-file":
+					cfg.TokenFile = *tokenFile
 				case "etcd-endpoints":
 					cfg.EtcdEndpoints = etcdEndpoints
 				case "mdns":
@@ -87,6 +90,13 @@ it serves, and stops cleanly on SIGINT or SIGTERM.`,
 					cfg.LogFormat = *logFormat
 				}
 			})
+			if cfg.TokenFile != "" && cfg.Token == "" {
+				t, err := readTokenFile(cfg.TokenFile)
+				if err != nil {
+					return err
+				}
+				cfg.Token = t
+			}
 			if err := cfg.validate(); err != nil {
 				return usagef(cmd, "%s", strings.ReplaceAll(err.Error(), "\n", "; "))
 			}
