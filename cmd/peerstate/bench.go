@@ -20,7 +20,7 @@ func benchCommand() *command {
 	c.setup = func(m *Main, fs *flag.FlagSet) runner {
 		benchtime := fs.Duration("benchtime", time.Second, "target time of each measurement")
 		names := fs.String("backends", "memory,sqlite,badger,replica/sqlite,etcd", "comma-separated backends to measure")
-		verbose := fs.Bool("v", false, "report each measurement on stderr as it completes")
+		verbose := fs.Bool("v", false, "report each measurement on stderr as it completes (the default when stderr is a terminal)")
 		return func(ctx context.Context, args []string) error {
 			if len(args) > 0 {
 				return usagef(c, "bench takes no arguments")
@@ -38,7 +38,7 @@ func benchCommand() *command {
 				selected = append(selected, all[i])
 			}
 			var progress func(bench.Result)
-			if *verbose {
+			if *verbose || isTerminal(m.Stderr) { // a run takes a minute: show it moving
 				progress = func(r bench.Result) {
 					fmt.Fprintf(m.Stderr, "%s/%s: %.0f ns/op\n", r.Workload, r.Backend, r.NsPerOp)
 				}
