@@ -148,7 +148,7 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	value, err := s.readBody(w, r)
+	value, err := readBodyLimit(w, r, min(s.cfg.MaxBodyBytes, s.cfg.MaxValueBytes))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -275,7 +275,13 @@ func (s *Server) handleTxn(w http.ResponseWriter, r *http.Request) {
 
 // readBody reads the whole body, at most MaxBodyBytes of it.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	limit := s.cfg.MaxBodyBytes
+	return readBodyLimit(w, r, s.cfg.MaxBodyBytes)
+}
+
+// readBodyLimit reads the whole body, refusing one over limit before
+// reading it when its length is declared, and as soon as it passes limit
+// otherwise: a too-large value costs the server no memory.
+func readBodyLimit(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
 	if r.ContentLength > limit {
 		return nil, fmt.Errorf("request body of %d bytes is over the limit of %d: %w", r.ContentLength, limit, datastore.ErrValueTooLarge)
 	}

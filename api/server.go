@@ -34,7 +34,10 @@ type Node interface {
 const (
 	DefaultAddr         = "127.0.0.1:7070"
 	DefaultMaxBodyBytes = 96 << 20 // a 64 MiB value in a JSON transaction, base64, fits
-	DefaultHeartbeat    = 15 * time.Second
+	// DefaultMaxValueBytes is the SQLite and Badger backends' default value
+	// limit.
+	DefaultMaxValueBytes = 64 << 20
+	DefaultHeartbeat     = 15 * time.Second
 )
 
 // ServerConfig configures a Server. The zero value of each field means its
@@ -47,6 +50,10 @@ type ServerConfig struct {
 	Token string
 	// MaxBodyBytes caps a request body; a larger one is refused with 413.
 	MaxBodyBytes int64
+	// MaxValueBytes caps the body of a PUT, a raw value, so a value over
+	// the store's limit is refused (413) before it is read into memory;
+	// 0 means DefaultMaxValueBytes. The store still applies its own limit.
+	MaxValueBytes int64
 	// Heartbeat is how often an idle text/event-stream watch gets a comment
 	// line, so proxies keep it open; negative turns it off.
 	Heartbeat time.Duration
@@ -66,6 +73,9 @@ func (c ServerConfig) withDefaults() ServerConfig {
 	}
 	if c.MaxBodyBytes <= 0 {
 		c.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if c.MaxValueBytes <= 0 {
+		c.MaxValueBytes = DefaultMaxValueBytes
 	}
 	if c.Heartbeat == 0 {
 		c.Heartbeat = DefaultHeartbeat

@@ -14,6 +14,9 @@ func putCommand() *command {
 		name:    "put",
 		args:    "KEY VALUE",
 		summary: `set KEY to VALUE ("-": stdin) and print the new version`,
+		details: `Keys are /-separated paths of at most 1024 bytes. Values are at most 64 MiB with
+the sqlite and badger backends (1.5 MiB with etcd); a larger value is refused
+with exit status 2 before the daemon reads it.`,
 		minArgs: 2, maxArgs: 2,
 		setup: func(m *Main, fs *flag.FlagSet) runner {
 			var cf clientFlags
