@@ -179,7 +179,7 @@ func TestDaemon_APIPortInUseStopsBeforeJoining(t *testing.T) {
 	a := startDaemon(t, t.TempDir())
 	dir := t.TempDir()
 	stderr, code := runToExit(t, "run", "--data", dir, "--listen", "/ip4/127.0.0.1/tcp/0", "--api", a.api, "--mdns=false", "--bootstrap", a.addrs[0])
-	if code != 1 || !strings.Contains(stderr, "api: listen") {
+	if code != 1 || !strings.Contains(stderr, "API address "+a.api+": ") || !strings.Contains(stderr, "address already in use") {
 		t.Fatalf("taken API port: exit %d, stderr %q", code, stderr)
 	}
 	if strings.Contains(stderr, "node started") {

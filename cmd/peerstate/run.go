@@ -115,7 +115,7 @@ func (m *Main) runDaemon(ctx context.Context, cfg runConfig) (err error) {
 	// API port stops the start before any peer sees us.
 	ln, err := net.Listen("tcp", cfg.API)
 	if err != nil {
-		return fmt.Errorf("api: listen on %s: %w", cfg.API, err)
+		return fmt.Errorf("API address %s: %w", cfg.API, err)
 	}
 	store, node, closer, err := openNode(ctx, cfg, log)
 	if err != nil {
