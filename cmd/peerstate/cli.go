@@ -428,6 +428,7 @@ func (o *optionalUint) ptr() *uint64 {
 type stringList []string
 
 func (l *stringList) String() string { return strings.Join(*l, ",") }
+func (l *stringList) isList()        {}
 func (l *stringList) Set(s string) error {
 	*l = append(*l, s)
 	return nil

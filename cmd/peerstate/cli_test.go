@@ -488,7 +488,7 @@ func TestCLI_Config(t *testing.T) {
 	execute(t, env{}, "", "run", "--config", filepath.Join(dir, "none.json")).want(t, exitError, "no such file")
 	badJSON := filepath.Join(dir, "bad.json")
 	os.WriteFile(badJSON, []byte(`{"backend": "memory", "port": 1}`), 0o600)
-	execute(t, env{}, "", "run", "--config", badJSON).want(t, exitError, `unknown field "port"`)
+	execute(t, env{}, "", "run", "--config", badJSON).want(t, exitError, `unknown key "port"`)
 }
 
 func TestCLI_Bench(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/BurntSushi/toml"
@@ -25,21 +25,22 @@ var backends = []string{"sqlite", "badger", "memory", "etcd"}
 
 // runConfig is the daemon's configuration: defaults, then a config file
 // (--config or $PEERSTATE_CONFIG, JSON or TOML by extension), then
-// $PEERSTATE_* variables, then flags; the later wins.
+// $PEERSTATE_* variables, then flags; the later wins. Its fields are bound
+// to run's flags, and layerSettings fills the ones no flag set.
 type runConfig struct {
-	Data          string   `json:"data" toml:"data"`
-	Listen        []string `json:"listen" toml:"listen"`
-	Bootstrap     []string `json:"bootstrap" toml:"bootstrap"`
-	API           string   `json:"api" toml:"api"`
-	Backend       string   `json:"backend" toml:"backend"`
-	Token         string   `json:"token" toml:"token"`
-	TokenFile     string   `json:"token_file" toml:"token_file"`
-	EtcdEndpoints []string `json:"etcd_endpoints" toml:"etcd_endpoints"`
-	MDNS          bool     `json:"mdns" toml:"mdns"`
-	DHT           bool     `json:"dht" toml:"dht"`
-	PSKFile       string   `json:"psk_file" toml:"psk_file"`
-	LogLevel      string   `json:"log_level" toml:"log_level"`
-	LogFormat     string   `json:"log_format" toml:"log_format"`
+	Data          string
+	Listen        []string
+	Bootstrap     []string
+	API           string
+	Backend       string
+	Token         string
+	TokenFile     string
+	EtcdEndpoints []string
+	MDNS          bool
+	DHT           bool
+	PSKFile       string
+	LogLevel      string
+	LogFormat     string
 }
 
 func defaultRunConfig() runConfig {
@@ -53,71 +54,145 @@ func defaultRunConfig() runConfig {
 	}
 }
 
-// loadConfigFile decodes path over cfg: a .toml file as TOML, a .json file
-// (or one without an extension) as JSON; any other extension is refused.
-// Unknown keys are errors.
-func loadConfigFile(path string, cfg *runConfig) error {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("config: %w", err)
-	}
-	switch ext := strings.ToLower(filepath.Ext(path)); ext {
-	case ".toml", ".json", "":
-	default:
-		return fmt.Errorf("config %s: %s files are not read: write it as JSON (.json) or TOML (.toml)", path, ext)
-	}
-	if strings.EqualFold(filepath.Ext(path), ".toml") {
-		md, err := toml.Decode(string(data), cfg)
-		if err != nil {
-			return fmt.Errorf("config %s: %w", path, err)
+// envAliases are older variable names still read.
+var envAliases = map[string]string{"psk": "PEERSTATE_PSK_FILE"}
+
+// keyAliases are older config file keys still read.
+var keyAliases = map[string]string{"psk_file": "psk"}
+
+// envVar is the variable that sets flag name: PEERSTATE_LOG_LEVEL for
+// log-level.
+func envVar(name string) string {
+	return "PEERSTATE_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
+// envError is a bad $PEERSTATE_* value: a usage error.
+type envError struct{ error }
+
+// listFlag is a flag that takes several values.
+type listFlag interface{ isList() }
+
+// layerSettings gives every flag of fs not set on the command line its
+// value from the environment ($PEERSTATE_NAME) or, failing that, from the
+// config file at path (key NAME, "-" or "_"). Errors name the variable or
+// the file and key.
+func layerSettings(fs *flag.FlagSet, getenv func(string) string, path string) error {
+	set := map[string]bool{"config": true}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] {
+			return
 		}
-		if extra := md.Undecoded(); len(extra) > 0 {
-			return fmt.Errorf("config %s: unknown key %q", path, extra[0].String())
+		name, v := envVar(f.Name), getenv(envVar(f.Name))
+		if alias, ok := envAliases[f.Name]; ok && v == "" {
+			name, v = alias, getenv(alias)
 		}
+		if v == "" {
+			return
+		}
+		vals := []string{v}
+		if _, ok := f.Value.(listFlag); ok {
+			vals = splitList(v)
+		}
+		if err := setFlag(f, vals); err != nil {
+			errs = append(errs, envError{fmt.Errorf("%s=%q: %v", name, v, err)})
+		}
+		set[f.Name] = true
+	})
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if path == "" {
 		return nil
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(cfg); err != nil {
-		return fmt.Errorf("config %s: %w", path, err)
+	values, err := readConfigFile(path)
+	if err != nil {
+		return err
+	}
+	keys := make([]string, 0, len(values))
+	for k := range values {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, key := range keys {
+		name := key
+		if alias, ok := keyAliases[key]; ok {
+			name = alias
+		}
+		name = strings.ReplaceAll(name, "_", "-")
+		f := fs.Lookup(name)
+		if f == nil || name == "config" {
+			return fmt.Errorf("config %s: unknown key %q", path, key)
+		}
+		if set[name] {
+			continue
+		}
+		vals, err := configStrings(values[key], f)
+		if err == nil {
+			err = setFlag(f, vals)
+		}
+		if err != nil {
+			return fmt.Errorf("config %s: key %q: %v", path, key, err)
+		}
 	}
 	return nil
 }
 
-// applyEnv overlays the $PEERSTATE_* variables that are set. Lists are
-// comma-separated.
-func applyEnv(getenv func(string) string, cfg *runConfig) error {
-	str := func(name string, dst *string) {
-		if v := getenv(name); v != "" {
-			*dst = v
-		}
-	}
-	list := func(name string, dst *[]string) {
-		if v := getenv(name); v != "" {
-			*dst = splitList(v)
-		}
-	}
-	str("PEERSTATE_DATA", &cfg.Data)
-	list("PEERSTATE_LISTEN", &cfg.Listen)
-	list("PEERSTATE_BOOTSTRAP", &cfg.Bootstrap)
-	str("PEERSTATE_API", &cfg.API)
-	str("PEERSTATE_BACKEND", &cfg.Backend)
-	str("PEERSTATE_TOKEN", &cfg.Token)
-	str("PEERSTATE_TOKEN_FILE", &cfg.TokenFile)
-	list("PEERSTATE_ETCD_ENDPOINTS", &cfg.EtcdEndpoints)
-	str("PEERSTATE_LOG_LEVEL", &cfg.LogLevel)
-	str("PEERSTATE_LOG_FORMAT", &cfg.LogFormat)
-	str("PEERSTATE_PSK_FILE", &cfg.PSKFile)
-	for name, dst := range map[string]*bool{"PEERSTATE_MDNS": &cfg.MDNS, "PEERSTATE_DHT": &cfg.DHT} {
-		if v := getenv(name); v != "" {
-			b, err := strconv.ParseBool(v)
-			if err != nil {
-				return fmt.Errorf("%s=%q: want true or false", name, v)
-			}
-			*dst = b
+func setFlag(f *flag.Flag, vals []string) error {
+	for _, v := range vals {
+		if err := f.Value.Set(v); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// configStrings turns a decoded config value into the strings its flag
+// parses: an array only for a list flag.
+func configStrings(v any, f *flag.Flag) ([]string, error) {
+	if arr, ok := v.([]any); ok {
+		if _, list := f.Value.(listFlag); !list {
+			return nil, errors.New("one value wanted, not a list")
+		}
+		out := make([]string, 0, len(arr))
+		for _, e := range arr {
+			out = append(out, fmt.Sprint(e))
+		}
+		return out, nil
+	}
+	switch v.(type) {
+	case map[string]any:
+		return nil, errors.New("a table is not a setting")
+	}
+	return []string{fmt.Sprint(v)}, nil
+}
+
+// readConfigFile decodes path: a .toml file as TOML, a .json file (or one
+// without an extension) as JSON; any other extension is refused.
+func readConfigFile(path string) (map[string]any, error) {
+	switch ext := strings.ToLower(filepath.Ext(path)); ext {
+	case ".toml", ".json", "":
+	default:
+		return nil, fmt.Errorf("config %s: %s files are not read: write it as JSON (.json) or TOML (.toml)", path, ext)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	values := map[string]any{}
+	if strings.EqualFold(filepath.Ext(path), ".toml") {
+		if _, err := toml.Decode(string(data), &values); err != nil {
+			return nil, fmt.Errorf("config %s: %w", path, err)
+		}
+		return values, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	if err := dec.Decode(&values); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return values, nil
 }
 
 func splitList(s string) []string {

@@ -98,3 +98,31 @@ COMP_WORDS=(peerstate get --j); COMP_CWORD=2; _peerstate; echo "${COMPREPLY[*]}"
 	}
 	execute(t, env{}, "", "completion", "fish").want(t, exitUsage, `shell "fish"`)
 }
+
+// TestCLI_SettingsNamedAsFlags: a config file's keys are the flags' names
+// (with "-" or "_"), lists are arrays; a variable is PEERSTATE_ and the
+// flag's name; mistakes name the key or variable.
+func TestCLI_SettingsNamedAsFlags(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "peerstate.json")
+	data := filepath.Join(dir, "from-file")
+	body := `{"backend": "sqlite", "data": "` + data + `", "log-level": "warn", "log_format": "json",
+		"listen": ["/ip4/127.0.0.1/tcp/0"], "mdns": false}`
+	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, env{}, "--config", cfg)
+	d.stop(t)
+	if _, err := os.Stat(filepath.Join(data, "state.db")); err != nil {
+		t.Fatalf("the file's data directory was not used: %v", err)
+	}
+	if strings.Contains(d.stderr.String(), "level=INFO") || strings.Contains(d.stderr.String(), `"level":"INFO"`) {
+		t.Fatalf("log-level warn from the file not applied:\n%s", d.stderr)
+	}
+
+	if err := os.WriteFile(cfg, []byte(`{"api": ["a", "b"]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	execute(t, env{}, "", "run", "--config", cfg).want(t, exitError, `key "api": one value wanted`)
+	execute(t, env{"PEERSTATE_DHT": "sometimes"}, "", "run").want(t, exitUsage, `PEERSTATE_DHT="sometimes"`)
+}

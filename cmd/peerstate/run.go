@@ -25,71 +25,42 @@ func runCommand() *command {
 		name:    "run",
 		summary: "run the daemon: store, p2p node and local API",
 		details: `With no flags: SQLite under ./peerstate-data, mDNS on, the API on 127.0.0.1:7070.
-Settings come from defaults, then --config FILE (JSON, or TOML for a .toml name,
-with these keys: data, listen, bootstrap, api, backend, token, token_file,
-etcd_endpoints, mdns, dht, psk_file, log_level, log_format), then $PEERSTATE_* variables, then flags.
+Each flag is also a setting in --config FILE (JSON, or TOML for a .toml name;
+the key is the flag's name, "log-level" or "log_level") and a variable
+($PEERSTATE_LOG_LEVEL: PEERSTATE_ and the name upper-cased); flags win over
+variables, variables over the file. Lists are arrays in a file and
+comma-separated in a variable.
 It prints "api: HOST:PORT" (and, with a p2p node, "id:" and "addr:" lines) once
 it serves, and stops cleanly on SIGINT or SIGTERM.`,
 	}
 	cmd.setup = func(m *Main, fs *flag.FlagSet) runner {
-		d := defaultRunConfig()
-		var listen, bootstrap, etcdEndpoints stringList
-		configFile := fs.String("config", "", "read settings from this JSON or TOML (.toml) file (default $PEERSTATE_CONFIG); $PEERSTATE_* variables and flags override it")
-		data := fs.String("data", d.Data, "data directory ($PEERSTATE_DATA)")
-		fs.Var(&listen, "listen", "libp2p listen multiaddr; repeat for more ($PEERSTATE_LISTEN, comma-separated)")
-		fs.Var(&bootstrap, "bootstrap", "peer to connect to at start, a multiaddr ending in /p2p/ID; repeat for more ($PEERSTATE_BOOTSTRAP)")
-		apiAddr := fs.String("api", d.API, "API address HOST:PORT; not loopback needs --token ($PEERSTATE_API)")
-		backend := fs.String("backend", d.Backend, "store backend: "+strings.Join(backends, ", ")+" ($PEERSTATE_BACKEND)")
-		token := fs.String("token", "", "bearer token the API requires ($PEERSTATE_TOKEN); prefer --token-file")
-		tokenFile := fs.String("token-file", "", "read the API's bearer token from this file, so it stays out of the process list ($PEERSTATE_TOKEN_FILE)")
-		fs.Var(&etcdEndpoints, "etcd-endpoints", "etcd client URL for --backend etcd; repeat for more ($PEERSTATE_ETCD_ENDPOINTS)")
-		mdns := fs.Bool("mdns", d.MDNS, "find peers on the local network with mDNS ($PEERSTATE_MDNS)")
-		dht := fs.Bool("dht", d.DHT, "find peers through the Kademlia DHT, entered via the bootstrap peers ($PEERSTATE_DHT)")
-		pskFile := fs.String("psk", "", "join the private network whose key (a libp2p swarm.key file) this is; TCP only ($PEERSTATE_PSK_FILE)")
-		logLevel := fs.String("log-level", d.LogLevel, "debug, info, warn or error ($PEERSTATE_LOG_LEVEL)")
-		logFormat := fs.String("log-format", d.LogFormat, "text or json ($PEERSTATE_LOG_FORMAT)")
+		// Each flag is also read from $PEERSTATE_NAME and from the config
+		// file's key NAME (see layerSettings); flags win, then variables.
+		cfg := defaultRunConfig()
+		configFile := fs.String("config", "", "read settings from this JSON or TOML (.toml) file, keys named as the flags (default $PEERSTATE_CONFIG)")
+		fs.StringVar(&cfg.Data, "data", cfg.Data, "data directory ($PEERSTATE_DATA)")
+		fs.Var((*stringList)(&cfg.Listen), "listen", "libp2p listen multiaddr; repeat for more ($PEERSTATE_LISTEN, comma-separated)")
+		fs.Var((*stringList)(&cfg.Bootstrap), "bootstrap", "peer to connect to at start, a multiaddr ending in /p2p/ID; repeat for more ($PEERSTATE_BOOTSTRAP)")
+		fs.StringVar(&cfg.API, "api", cfg.API, "API address HOST:PORT; not loopback needs --token ($PEERSTATE_API)")
+		fs.StringVar(&cfg.Backend, "backend", cfg.Backend, "store backend: "+strings.Join(backends, ", ")+" ($PEERSTATE_BACKEND)")
+		fs.StringVar(&cfg.Token, "token", "", "bearer token the API requires ($PEERSTATE_TOKEN); prefer --token-file")
+		fs.StringVar(&cfg.TokenFile, "token-file", "", "read the API's bearer token from this file, so it stays out of the process list ($PEERSTATE_TOKEN_FILE)")
+		fs.Var((*stringList)(&cfg.EtcdEndpoints), "etcd-endpoints", "etcd client URL for --backend etcd; repeat for more ($PEERSTATE_ETCD_ENDPOINTS)")
+		fs.BoolVar(&cfg.MDNS, "mdns", cfg.MDNS, "find peers on the local network with mDNS ($PEERSTATE_MDNS)")
+		fs.BoolVar(&cfg.DHT, "dht", cfg.DHT, "find peers through the Kademlia DHT, entered via the bootstrap peers ($PEERSTATE_DHT)")
+		fs.StringVar(&cfg.PSKFile, "psk", "", "join the private network whose key (a libp2p swarm.key file) this is; TCP only ($PEERSTATE_PSK)")
+		fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error ($PEERSTATE_LOG_LEVEL)")
+		fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json ($PEERSTATE_LOG_FORMAT)")
 
 		return func(ctx context.Context, args []string) error {
-			cfg := defaultRunConfig()
 			path := firstNonEmpty(*configFile, m.Getenv("PEERSTATE_CONFIG"))
-			if path != "" {
-				if err := loadConfigFile(path, &cfg); err != nil {
-					return err
+			if err := layerSettings(fs, m.Getenv, path); err != nil {
+				var ee envError
+				if errors.As(err, &ee) {
+					return usagef(cmd, "%v", err)
 				}
+				return err
 			}
-			if err := applyEnv(m.Getenv, &cfg); err != nil {
-				return usagef(cmd, "%v", err)
-			}
-			fs.Visit(func(f *flag.Flag) {
-				switch f.Name {
-				case "data":
-					cfg.Data = *data
-				case "listen":
-					cfg.Listen = listen
-				case "bootstrap":
-					cfg.Bootstrap = bootstrap
-				case "api":
-					cfg.API = *apiAddr
-				case "backend":
-					cfg.Backend = *backend
-				case "token":
-					cfg.Token = *token
-				case "token-file":
-					cfg.TokenFile = *tokenFile
-				case "etcd-endpoints":
-					cfg.EtcdEndpoints = etcdEndpoints
-				case "mdns":
-					cfg.MDNS = *mdns
-				case "dht":
-					cfg.DHT = *dht
-				case "psk":
-					cfg.PSKFile = *pskFile
-				case "log-level":
-					cfg.LogLevel = *logLevel
-				case "log-format":
-					cfg.LogFormat = *logFormat
-				}
-			})
 			if cfg.TokenFile != "" && cfg.Token == "" {
 				t, err := readTokenFile(cfg.TokenFile)
 				if err != nil {
