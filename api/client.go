@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -35,9 +36,18 @@ type Client struct {
 	wg       sync.WaitGroup // watcher goroutines
 }
 
+// ClientOption adjusts a Client made by New.
+type ClientOption func(*http.Transport)
+
+// WithTLS makes the client verify an https daemon with cfg (for example
+// RootCAs holding the daemon's own certificate authority).
+func WithTLS(cfg *tls.Config) ClientOption {
+	return func(t *http.Transport) { t.TLSClientConfig = cfg }
+}
+
 // New returns a client of the API at addr: HOST:PORT or an http(s) URL. A
 // non-empty token is sent as a bearer token.
-func New(addr, token string) (*Client, error) {
+func New(addr, token string, opts ...ClientOption) (*Client, error) {
 	base, err := parseAddr(addr)
 	if err != nil {
 		return nil, err
@@ -50,6 +60,9 @@ func New(addr, token string) (*Client, error) {
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,
+	}
+	for _, o := range opts {
+		o(transport)
 	}
 	return &Client{
 		base:     base,

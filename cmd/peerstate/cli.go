@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -359,6 +361,7 @@ type clientFlags struct {
 	api       string
 	token     string
 	tokenFile string
+	caFile    string
 }
 
 func (c *clientFlags) register(m *Main, fs *flag.FlagSet) {
@@ -366,6 +369,7 @@ func (c *clientFlags) register(m *Main, fs *flag.FlagSet) {
 	fs.StringVar(&c.api, "api", "", "the daemon's API, HOST:PORT or URL (default $PEERSTATE_API or "+api.DefaultAddr+")")
 	fs.StringVar(&c.token, "token", "", "bearer token for the API (default $PEERSTATE_TOKEN)")
 	fs.StringVar(&c.tokenFile, "token-file", "", "read the bearer token from this file (default $PEERSTATE_TOKEN_FILE)")
+	fs.StringVar(&c.caFile, "ca-file", "", "PEM certificates to verify an https daemon with, beside the system's (default $PEERSTATE_CA_FILE)")
 }
 
 // client opens a client of the daemon; the caller closes it.
@@ -379,11 +383,36 @@ func (c *clientFlags) client() (*api.Client, error) {
 		}
 		token = t
 	}
-	cl, err := api.New(addr, token)
+	var opts []api.ClientOption
+	if file := firstNonEmpty(c.caFile, c.m.Getenv("PEERSTATE_CA_FILE")); file != "" {
+		pool, err := readCAFile(file)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, api.WithTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}))
+	}
+	cl, err := api.New(addr, token, opts...)
 	if err != nil {
 		return nil, usagef(nil, "--api %q: want HOST:PORT or an http(s) URL", addr)
 	}
 	return cl, nil
+}
+
+// readCAFile returns the system's certificate pool with the PEM
+// certificates of path added.
+func readCAFile(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("CA file: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("CA file %s: no PEM certificate in it", path)
+	}
+	return pool, nil
 }
 
 func firstNonEmpty(vals ...string) string {

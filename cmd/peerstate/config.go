@@ -41,6 +41,8 @@ type runConfig struct {
 	PSKFile       string
 	LogLevel      string
 	LogFormat     string
+	TLSCert       string
+	TLSKey        string
 }
 
 func defaultRunConfig() runConfig {
@@ -238,6 +240,9 @@ func (c runConfig) validate() error {
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		errs = append(errs, err)
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		errs = append(errs, errors.New("--tls-cert and --tls-key go together"))
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		errs = append(errs, fmt.Errorf("log format %q: want text or json", c.LogFormat))

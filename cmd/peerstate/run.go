@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -30,7 +31,7 @@ the key is the flag's name, "log-level" or "log_level") and a variable
 ($PEERSTATE_LOG_LEVEL: PEERSTATE_ and the name upper-cased); flags win over
 variables, variables over the file. Lists are arrays in a file and
 comma-separated in a variable.
-It prints "api: HOST:PORT" (and, with a p2p node, "id:" and "addr:" lines) once
+It prints "api: HOST:PORT" ("api: https://HOST:PORT" with --tls-cert) (and, with a p2p node, "id:" and "addr:" lines) once
 it serves, and stops cleanly on SIGINT or SIGTERM.`,
 	}
 	cmd.setup = func(m *Main, fs *flag.FlagSet) runner {
@@ -51,6 +52,8 @@ it serves, and stops cleanly on SIGINT or SIGTERM.`,
 		fs.StringVar(&cfg.PSKFile, "psk", "", "join the private network whose key (a libp2p swarm.key file) this is; TCP only ($PEERSTATE_PSK)")
 		fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error ($PEERSTATE_LOG_LEVEL)")
 		fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json ($PEERSTATE_LOG_FORMAT)")
+		fs.StringVar(&cfg.TLSCert, "tls-cert", "", "serve the API over HTTPS with this PEM certificate (chain) ($PEERSTATE_TLS_CERT)")
+		fs.StringVar(&cfg.TLSKey, "tls-key", "", "the PEM private key of --tls-cert ($PEERSTATE_TLS_KEY)")
 
 		return func(ctx context.Context, args []string) error {
 			path := firstNonEmpty(*configFile, m.Getenv("PEERSTATE_CONFIG"))
@@ -84,9 +87,21 @@ func (m *Main) runDaemon(ctx context.Context, cfg runConfig) (err error) {
 
 	// Every listener is bound before the node joins the network: a taken
 	// API port stops the start before any peer sees us.
+	var tlsConfig *tls.Config
+	if cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return fmt.Errorf("TLS certificate: %w", err)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
 	ln, err := net.Listen("tcp", cfg.API)
 	if err != nil {
 		return fmt.Errorf("API address %s: %w", cfg.API, err)
+	}
+	scheme := ""
+	if tlsConfig != nil {
+		ln, scheme = tls.NewListener(ln, tlsConfig), "https://"
 	}
 	store, node, closer, err := openNode(ctx, cfg, log)
 	if err != nil {
@@ -115,7 +130,7 @@ func (m *Main) runDaemon(ctx context.Context, cfg runConfig) (err error) {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 
-	addr := ln.Addr().String()
+	addr := scheme + ln.Addr().String()
 	if node != nil {
 		fmt.Fprintf(m.Stdout, "id: %s\n", node.ID())
 		for _, a := range node.Addrs() {
