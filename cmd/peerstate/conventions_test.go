@@ -39,6 +39,12 @@ func TestCLI_Conventions(t *testing.T) {
 	execute(t, d.env, "", "get", "/tree/b/c").want(t, exitNotFound, "")
 	execute(t, d.env, "", "get", "/treehouse").want(t, exitOK, "")
 
+	// get --prefix prints keys and values, in order.
+	execute(t, d.env, "\xff", "put", "/treehouse/bin", "-").want(t, exitOK, "")
+	if r := execute(t, d.env, "", "get", "--prefix", "/treehouse").want(t, exitOK, ""); r.stdout != "/treehouse\nv\n/treehouse/bin\nbase64:/w==\n" {
+		t.Fatalf("get --prefix = %q", r.stdout)
+	}
+
 	// A bad key is a usage mistake (2), named once and cut short, without
 	// the internal package layers.
 	long := "/" + strings.Repeat("k", 2000) + "/"
