@@ -93,7 +93,9 @@ type Replica interface {
 	// a snapshot drops what it shows was deleted.
 	ObservePeer(ctx context.Context, id string, v replica.Vector) error
 	BehindHorizon(have replica.Vector) bool
-	Reconcile(ctx context.Context, cover replica.Vector, senderPrefixes []string, received map[string]bool) (int, error)
+	Reconcile(ctx context.Context, cover, horizon replica.Vector, floors map[uint16]uint64, senderPrefixes []string, received map[string]bool) (int, error)
+	Collected() replica.Vector
+	Floors() map[uint16]uint64
 	// Fingerprint repair.
 	StateFingerprint() replica.Summary
 	Summarize(nodes []replica.Node) []replica.Summary

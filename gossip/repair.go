@@ -55,7 +55,7 @@ func (s *RepairStats) add(o RepairStats) {
 
 // Repair protocol limits.
 const (
-	repairLeafItems   = 16   // a node this small is compared key by key
+	repairLeafItems   = 16      // a node this small is compared key by key
 	repairMaxNodes    = 1 << 15 // nodes per request: a response stays under 1 MiB
 	repairMaxItems    = 1 << 16
 	repairMaxKeys     = 4096 // keys per pull request

@@ -92,6 +92,11 @@ type syncFrame struct {
 	// replicated state (replica.Summary) as the stream ended.
 	Fingerprint []byte `cbor:"9,keyasint,omitempty"`
 	Count       int    `cbor:"10,keyasint,omitempty"`
+	// Horizon, with Done after a snapshot, is the responder's collected
+	// tombstone horizon (replica.Collected), which the initiator adopts.
+	Horizon map[string]uint64 `cbor:"11,keyasint,omitempty"`
+	// Floors, likewise, are its version floors (replica.Floors).
+	Floors map[uint16]uint64 `cbor:"12,keyasint,omitempty"`
 }
 
 // rawSyncFrame is a syncFrame whose changes are already encoded.
@@ -260,7 +265,7 @@ func (g *Gossip) syncWith(ctx context.Context, p peer.ID) (st SyncStats, err err
 		// Only now, with the whole stream applied, may the watermarks move,
 		// and no further than the signed heads prove.
 		if received != nil {
-			dropped, err := g.r.Reconcile(ctx, replica.Vector(f.Vector), f.Prefixes, received)
+			dropped, err := g.r.Reconcile(ctx, replica.Vector(f.Vector), replica.Vector(f.Horizon), f.Floors, f.Prefixes, received)
 			if err != nil {
 				return st, err
 			}
@@ -415,7 +420,8 @@ func (g *Gossip) serveSync(ctx context.Context, s network.Stream, cs *countingSt
 	if err := g.r.ObservePeer(ctx, p.String(), have); err != nil {
 		return 0, err
 	}
-	if overlap && g.r.BehindHorizon(have) {
+	snapshot := overlap && g.r.BehindHorizon(have)
+	if snapshot {
 		// Tombstones the peer never saw are gone here: send everything, and
 		// say so, so the peer drops what the snapshot shows was deleted.
 		have = replica.Vector{}
@@ -460,6 +466,9 @@ func (g *Gossip) serveSync(ctx context.Context, s network.Stream, cs *countingSt
 		}
 	}
 	done := syncFrame{V: FormatVersion, Done: true, Vector: vec, Prefixes: g.r.Prefixes()}
+	if snapshot {
+		done.Horizon, done.Floors = g.r.Collected(), g.r.Floors()
+	}
 	if overlap {
 		srcs := slices.Sorted(maps.Keys(vec))
 		budget := g.cfg.MaxMessageSize / 2

@@ -154,6 +154,7 @@ type ack struct {
 	key     string
 	version uint64
 	deleted bool
+	by      string // the replica that acknowledged it, and when
 }
 
 // randomOp runs one random operation on r and returns what it acknowledged.

@@ -3,6 +3,7 @@ package replica
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -225,6 +226,22 @@ func (r *Replica) scanRange(ctx context.Context, prefix, after, upto string, fn 
 	}
 }
 
+// Floors returns the version floors of the key buckets that had keys
+// collected here: what a snapshot's receiver adopts (Reconcile).
+func (r *Replica) Floors() map[uint16]uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.floors)
+}
+
+// Collected returns, per source, how far tombstones may have been collected
+// here: the horizon a snapshot's receiver adopts (Reconcile).
+func (r *Replica) Collected() Vector {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.collected.Clone()
+}
+
 // BehindHorizon reports whether a peer with vector have missed tombstones
 // this replica has collected: it then needs a full snapshot, not a delta.
 func (r *Replica) BehindHorizon(have Vector) bool {
@@ -249,15 +266,44 @@ func (r *Replica) BehindHorizon(have Vector) bool {
 // was older than that, and so is what it deleted), and only up to the
 // watermark this replica itself has for the change's source (which signed
 // heads bound).
-func (r *Replica) Reconcile(ctx context.Context, cover Vector, senderPrefixes []string, received map[string]bool) (int, error) {
+//
+// horizon is the sender's collected horizon (Collected): once this replica
+// holds the sender's state it holds the same truth — a change of a source at
+// or below it that is not here was deleted and collected — so it adopts it,
+// bounded by its own watermarks, and a stale peer cannot later hand it a
+// value whose tombstone is gone (the resurrection guard in Apply, which
+// only ever holds back changes older than the grace period).
+//
+// floors are the sender's version floors (Floors), adopted as well: a key
+// collected there and absent here is re-created above its old versions.
+func (r *Replica) Reconcile(ctx context.Context, cover, horizon Vector, floors map[uint16]uint64, senderPrefixes []string, received map[string]bool) (int, error) {
 	if !coversAll(NormalizePrefixes(senderPrefixes), r.prefixes) {
 		return 0, nil
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var ops []datastore.Op
+	newFloors := map[uint16]uint64{}
+	for b, f := range floors {
+		if b < floorBuckets && f <= datastore.MaxVersion && f > r.floors[b] {
+			newFloors[b] = f
+		}
+	}
+	adopted := Vector{}
+	for src, h := range horizon {
+		if _, _, err := ParseSource(src); err != nil {
+			continue
+		}
+		s := r.seqs[src]
+		if s == nil {
+			continue
+		}
+		if h = min(h, cover[src], s.contig); h > r.collected[src] {
+			adopted[src] = h
+			ops = append(ops, datastore.OpSet(horizonRoot+sourcePath(src), []byte(strconv.FormatUint(h, 10))))
+		}
+	}
 	var keys []string
-	floors := map[uint16]uint64{}
 	cutoff := physical(r.cfg.Now().Add(-r.cfg.TombstoneGrace))
 	for src, s := range r.seqs {
 		origin, _, err := ParseSource(src)
@@ -279,7 +325,7 @@ func (r *Replica) Reconcile(ctx context.Context, cover Vector, senderPrefixes []
 			}
 			ops = append(ops, datastore.OpCheckVersion(key, local.Version), datastore.OpDelete(key), datastore.OpDelete(e.Key))
 			b := floorBucket(key)
-			floors[b] = max(floors[b], r.floors[b], c.Version+1) // the sender deleted it at a later version
+			newFloors[b] = max(newFloors[b], r.floors[b], c.Version+1) // the sender deleted it at a later version
 			keys = append(keys, key)
 			return nil
 		})
@@ -287,18 +333,21 @@ func (r *Replica) Reconcile(ctx context.Context, cover Vector, senderPrefixes []
 			return 0, err
 		}
 	}
-	if len(ops) == 0 {
-		return 0, nil
-	}
-	for b, f := range floors {
+	for b, f := range newFloors {
 		if f > r.floors[b] {
 			ops = append(ops, datastore.OpSet(floorKey(b), []byte(strconv.FormatUint(f, 10))))
 		}
 	}
+	if len(ops) == 0 {
+		return 0, nil
+	}
 	if _, err := r.local.Txn(ctx, ops...); err != nil {
 		return 0, fmt.Errorf("replica: reconcile snapshot: %w", err)
 	}
-	for b, f := range floors {
+	for src, h := range adopted {
+		r.collected[src] = h
+	}
+	for b, f := range newFloors {
 		r.floors[b] = max(r.floors[b], f)
 	}
 	for _, k := range keys {

@@ -38,7 +38,7 @@ func syncFrom(t *testing.T, from, to *replica.Replica) {
 		t.Fatal(err)
 	}
 	if snapshot {
-		if _, err := to.Reconcile(ctx, cover, from.Prefixes(), received); err != nil {
+		if _, err := to.Reconcile(ctx, cover, from.Collected(), from.Floors(), from.Prefixes(), received); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -160,7 +160,7 @@ func TestReplica_ReconcileKeepsRecentState(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A hostile "snapshot": nothing received, a vector covering everything.
-	n, err := r.Reconcile(ctx, replica.Vector{replica.SourceOf(r.ID(), r.Generation()): 1 << 40}, nil, map[string]bool{})
+	n, err := r.Reconcile(ctx, replica.Vector{replica.SourceOf(r.ID(), r.Generation()): 1 << 40}, nil, nil, nil, map[string]bool{})
 	if err != nil || n != 0 {
 		t.Fatalf("reconcile dropped %d keys, %v", n, err)
 	}

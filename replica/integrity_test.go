@@ -188,12 +188,12 @@ func TestIntegrity_SnapshotCannotDropOwnOrRecent(t *testing.T) {
 		cover[src] = math.MaxUint64
 	}
 	// Young: nothing goes.
-	if n, err := b.Reconcile(ctx, cover, nil, map[string]bool{}); err != nil || n != 0 {
+	if n, err := b.Reconcile(ctx, cover, nil, nil, nil, map[string]bool{}); err != nil || n != 0 {
 		t.Fatalf("young state: reconcile dropped %d, %v", n, err)
 	}
 	// Old: a's change may go (its tombstone may be collected), ours never.
 	now = now.Add(2 * time.Hour)
-	if n, err := b.Reconcile(ctx, cover, nil, map[string]bool{}); err != nil || n != 1 {
+	if n, err := b.Reconcile(ctx, cover, nil, nil, nil, map[string]bool{}); err != nil || n != 1 {
 		t.Fatalf("old state: reconcile dropped %d, %v; want 1", n, err)
 	}
 	if got := value(t, b, "/own"); got != "mine" {

@@ -369,14 +369,62 @@ func (r *Replica) load(ctx context.Context) error {
 		}
 	}
 	// Fingerprints of the live replicated keys; the clock must not fall
-	// behind any timestamp we hold.
-	return r.scanUser(ctx, func(c Change) error {
+	// behind any timestamp we hold. Keys written while they were local
+	// only and replicated now (the prefixes widened) are promoted: they
+	// get a sequence number of this generation and a signature, and
+	// replicate like any write, competing by their own version and time.
+	var promote []Change
+	err = r.scanUser(ctx, func(c Change) error {
 		r.clock.Observe(c.HLC)
-		if r.Replicates(c.Key) && c.Gen != 0 {
+		switch {
+		case !r.Replicates(c.Key):
+		case c.Seq == 0:
+			promote = append(promote, c)
+		default:
 			r.fp.set(c)
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	return r.promote(ctx, promote)
+}
+
+// promote makes local-only state replicated; see load.
+func (r *Replica) promote(ctx context.Context, cs []Change) error {
+	for len(cs) > 0 {
+		n := min(len(cs), applyChunkChanges)
+		ops := r.bookOps()
+		var done []Change
+		for _, c := range cs[:n] {
+			next := c
+			next.Origin, next.Gen, next.Seq = r.cfg.ID, r.gen, r.seqNext
+			r.seqNext++
+			if err := sign(r.cfg.Key, &next, true); err != nil {
+				return err
+			}
+			wops, err := r.replaceOps(c, true, next)
+			if err != nil {
+				return err
+			}
+			ops = append(ops, wops...)
+			done = append(done, next)
+		}
+		if _, err := r.local.Txn(ctx, ops...); err != nil {
+			return fmt.Errorf("replica: replicate keys under widened prefixes: %w", err)
+		}
+		r.genPending = false
+		for _, c := range done {
+			r.seqs[r.source].add(c.Seq)
+			r.fp.set(c)
+			if c.Seq > r.ownHead.Seq {
+				r.ownHead = c.Elide()
+			}
+		}
+		cs = cs[n:]
+	}
+	return nil
 }
 
 // scanUser visits the replicated state of every user key.

@@ -405,7 +405,7 @@ func (r *Replica) applyOnce(ctx context.Context, valid, skipped []Change, order 
 		case found && !old.Less(c):
 			res.Stale++
 			continue
-		case !found && c.HLC <= cutoff && seqsOf(c.Source()).has(c.Seq):
+		case !found && c.HLC <= cutoff && (seqsOf(c.Source()).has(c.Seq) || c.Seq <= r.collected[c.Source()]):
 			// Already incorporated, older than the grace period, and the
 			// key is gone since: its tombstone was collected. Applying it
 			// would resurrect a deleted key. Nothing younger is ever
