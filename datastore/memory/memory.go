@@ -52,7 +52,7 @@ func New(opts ...datastore.Option) *Store {
 		ttl:  engine.NewExpiryIndex(),
 	}
 	s.Writes = engine.Writes{C: committer{s}, MaxValueSize: o.MaxValueSize, TTL: true}
-	s.expiry = engine.StartExpiry(s.ttl, committer{s}, o.Now)
+	s.expiry = engine.NewExpiry(s.ttl, committer{s}, o.Now)
 	return s
 }
 

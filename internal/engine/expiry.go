@@ -66,6 +66,8 @@ type ExpiryIndex struct {
 	byAt  *btree.BTreeG[Due]
 	byKey map[string]Due
 	wake  chan struct{}
+	// onSchedule is called (outside the lock) when an entry is scheduled.
+	onSchedule func()
 }
 
 // NewExpiryIndex returns an empty index.
@@ -86,8 +88,8 @@ func NewExpiryIndex() *ExpiryIndex {
 // expiry is (re)scheduled, any other is unscheduled.
 func (x *ExpiryIndex) Note(recs []Record) {
 	x.mu.Lock()
-	defer x.mu.Unlock()
-	earliest := false
+	scheduled, earliest := false, false
+	onSchedule := x.onSchedule
 	for _, r := range recs {
 		if old, ok := x.byKey[r.Key]; ok {
 			x.byAt.Delete(old)
@@ -100,7 +102,12 @@ func (x *ExpiryIndex) Note(recs []Record) {
 			}
 			x.byAt.ReplaceOrInsert(d)
 			x.byKey[r.Key] = d
+			scheduled = true
 		}
+	}
+	x.mu.Unlock()
+	if scheduled && onSchedule != nil {
+		onSchedule()
 	}
 	if earliest {
 		select {
@@ -159,23 +166,40 @@ const expireBatch = 256
 const MaxExpiryWait = time.Second
 
 // Expiry deletes expired entries through a Committer, by itself (a loop it
-// owns) or on demand (Run). The Committer must Note every commit's records
-// in the index.
+// owns, started by the first entry with an expiry, so a store that never
+// uses TTL runs no goroutine for it) or on demand (Run). The Committer must
+// Note every commit's records in the index.
 type Expiry struct {
-	idx  *ExpiryIndex
-	c    Committer
-	now  func() time.Time
-	stop chan struct{}
-	done chan struct{}
-	once sync.Once
-	run  sync.Mutex // one expiry pass at a time
+	idx *ExpiryIndex
+	c   Committer
+	now func() time.Time
+	run sync.Mutex // one expiry pass at a time
+
+	mu      sync.Mutex
+	started bool
+	closed  bool
+	stop    chan struct{}
+	done    chan struct{}
 }
 
-// StartExpiry starts the expiry loop over idx and c with clock now.
-func StartExpiry(idx *ExpiryIndex, c Committer, now func() time.Time) *Expiry {
+// NewExpiry returns the expiry of idx over c with clock now; its loop
+// starts on the first Note of an entry with an expiry.
+func NewExpiry(idx *ExpiryIndex, c Committer, now func() time.Time) *Expiry {
 	e := &Expiry{idx: idx, c: c, now: now, stop: make(chan struct{}), done: make(chan struct{})}
-	go e.loop()
+	idx.mu.Lock()
+	idx.onSchedule = e.start
+	idx.mu.Unlock()
 	return e
+}
+
+func (e *Expiry) start() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.started || e.closed {
+		return
+	}
+	e.started = true
+	go e.loop()
 }
 
 func (e *Expiry) loop() {
@@ -239,6 +263,14 @@ func (e *Expiry) Run(ctx context.Context) (int, error) {
 
 // Close stops the loop and waits for it; it is idempotent.
 func (e *Expiry) Close() {
-	e.once.Do(func() { close(e.stop) })
-	<-e.done
+	e.mu.Lock()
+	started, already := e.started, e.closed
+	e.closed = true
+	e.mu.Unlock()
+	if !already {
+		close(e.stop)
+	}
+	if started {
+		<-e.done
+	}
 }
