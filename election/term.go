@@ -125,13 +125,10 @@ func (t *Term) run(ctx context.Context, w datastore.Watcher) {
 				t.end(fmt.Errorf("election: watch ended: %w", errors.Join(w.Err(), ErrLost)))
 				return
 			}
-			t.mu.Lock()
-			ours := ev.Type != datastore.Deleted && ev.Version == t.version
-			t.mu.Unlock()
-			if !ours {
-				if ev.Type != datastore.Deleted && isHolder(ev.NewValue, e.cfg.ID) {
-					continue // a renewal of ours, seen before renew recorded it
-				}
+			// Our own renewals come by as well; anything else — a delete,
+			// or another holder's lease, even at our version (a replica
+			// that ordered a concurrent lease after ours) — ends the term.
+			if ev.Type == datastore.Deleted || !isHolder(ev.NewValue, e.cfg.ID) {
 				t.end(ErrLost)
 				return
 			}
@@ -155,6 +152,15 @@ func (t *Term) renew(ctx context.Context) error {
 	t.mu.Lock()
 	ver := t.version
 	t.mu.Unlock()
+	// The version alone does not prove the lease is ours: on a replica a
+	// concurrent lease of another holder can take our version's place.
+	cur, curVer, err := e.read(ctx)
+	if err != nil {
+		return err
+	}
+	if cur == nil || cur.Holder != e.cfg.ID || curVer != ver {
+		return ErrLost
+	}
 	start := e.cfg.Now()
 	l := t.Lease
 	l.Expires = start.Add(e.cfg.TTL).UnixNano()
