@@ -613,3 +613,7 @@ func TestTTL_Reopen(t *testing.T) {
 		t.Fatalf("%d entries scheduled, want 1", s.ttl.Len())
 	}
 }
+
+func BenchmarkExpiry(b *testing.B) {
+	storetest.BenchmarkExpiry(b, openTest(b), 20*time.Millisecond)
+}

@@ -385,3 +385,7 @@ func TestTTL_LeaseExpiry(t *testing.T) {
 		t.Fatalf("list: %+v %v", p.Entries, err)
 	}
 }
+
+func BenchmarkExpiry(b *testing.B) {
+	storetest.BenchmarkExpiry(b, open(b, etcd.Config{}), time.Second)
+}

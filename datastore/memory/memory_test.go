@@ -28,3 +28,9 @@ func TestTTL(t *testing.T) {
 		return s
 	})
 }
+
+func BenchmarkExpiry(b *testing.B) {
+	s := memory.New()
+	defer s.Close()
+	storetest.BenchmarkExpiry(b, s, 20*time.Millisecond)
+}

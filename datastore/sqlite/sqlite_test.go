@@ -467,3 +467,12 @@ func TestTTL_Reopen(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func BenchmarkExpiry(b *testing.B) {
+	s, err := Open(filepath.Join(b.TempDir(), "db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	storetest.BenchmarkExpiry(b, s, 20*time.Millisecond)
+}

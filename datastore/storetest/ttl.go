@@ -238,3 +238,46 @@ func testTTLUnsupported(t *testing.T, newStore Factory) {
 		t.Fatal("part of a refused txn landed:", err)
 	}
 }
+
+// BenchmarkExpiry measures expiry precision on s (which must use the wall
+// clock): each iteration writes a key with a TTL of ttl and waits for its
+// Deleted event. It reports late-ms, the mean delay from the entry's
+// ExpiresAt to the event's arrival, and max-late-ms, the worst.
+func BenchmarkExpiry(b *testing.B, s datastore.Store, ttl time.Duration) {
+	x, ok := s.(datastore.Expirer)
+	if !ok {
+		b.Fatalf("%T does not implement datastore.Expirer", s)
+	}
+	ctx := context.Background()
+	w, err := s.Watch(ctx, "/bench-expiry/")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer w.Close()
+	var total, worst time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		key := "/bench-expiry/" + time.Now().Format("150405.000000000") + string(rune('a'+i%26))
+		if _, err := x.SetTTL(ctx, key, []byte("x"), ttl); err != nil {
+			b.Fatal(err)
+		}
+		e, err := s.Get(ctx, key)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for {
+			ev, ok := <-w.Events()
+			if !ok {
+				b.Fatal(w.Err())
+			}
+			if ev.Key == key && ev.Type == datastore.Deleted {
+				late := time.Since(e.ExpiresAt)
+				total += late
+				worst = max(worst, late)
+				break
+			}
+		}
+	}
+	b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "late-ms")
+	b.ReportMetric(float64(worst.Microseconds())/1000, "max-late-ms")
+}
