@@ -128,6 +128,9 @@ type TxnRequest struct {
 func FromOps(ops []datastore.Op) ([]TxnOp, error) {
 	out := make([]TxnOp, len(ops))
 	for i, op := range ops {
+		if op.TTL != 0 { // the wire has no TTL yet: refuse rather than drop it
+			return nil, fmt.Errorf("op %d: %q: TTL over the HTTP API: %w", i, op.Key, datastore.ErrTTLUnsupported)
+		}
 		o := TxnOp{Op: op.Kind.String(), Key: op.Key}
 		switch op.Kind {
 		case datastore.OpKindSet:

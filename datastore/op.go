@@ -1,6 +1,9 @@
 package datastore
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
 // OpKind says what an Op does.
 type OpKind int
@@ -31,6 +34,9 @@ type Op struct {
 	Key     string
 	Value   []byte // OpKindSet
 	Version uint64 // OpKindCheckVersion: the version the key must have (0: absent)
+	// TTL, for OpKindSet, makes the entry expire that long after the commit
+	// (see OpSetTTL); 0 means never.
+	TTL time.Duration
 }
 
 // OpSet writes value to key.
@@ -49,8 +55,8 @@ func OpCheckVersion(key string, version uint64) Op {
 func (o Op) IsWrite() bool { return o.Kind == OpKindSet || o.Kind == OpKindDelete }
 
 // ValidateOps checks a transaction's ops before it runs: known kinds, valid
-// keys, values within maxValue bytes (0: no limit) and at most one write op per
-// key.
+// keys, values within maxValue bytes (0: no limit), TTLs only on sets and never
+// negative, and at most one write op per key.
 func ValidateOps(ops []Op, maxValue int) error {
 	writes := make(map[string]int, len(ops))
 	for i, op := range ops {
@@ -65,6 +71,12 @@ func ValidateOps(ops []Op, maxValue int) error {
 		case OpKindDelete, OpKindCheckVersion:
 		default:
 			return fmt.Errorf("op %d: unknown kind %d: %w", i, op.Kind, ErrInvalidTxn)
+		}
+		switch {
+		case op.TTL < 0:
+			return fmt.Errorf("op %d: %q: negative TTL %v: %w", i, op.Key, op.TTL, ErrInvalidTxn)
+		case op.TTL > 0 && op.Kind != OpKindSet:
+			return fmt.Errorf("op %d: %q: a TTL on a %s op: %w", i, op.Key, op.Kind, ErrInvalidTxn)
 		}
 		if op.IsWrite() {
 			if j, dup := writes[op.Key]; dup {

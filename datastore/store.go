@@ -13,6 +13,9 @@ type Entry struct {
 	CreatedAt time.Time
 	UpdatedAt time.Time
 	Revision  uint64 // store-wide revision of the commit that produced this entry
+	// ExpiresAt is when the entry expires, for one written with a TTL on a
+	// store that implements Expirer; the zero time means never.
+	ExpiresAt time.Time
 }
 
 // EventType says what a change did to its key.

@@ -82,11 +82,19 @@ func decodeUint64(b []byte) (uint64, error) {
 	return binary.BigEndian.Uint64(b), nil
 }
 
-const flagDeleted = 1
+// Record flags.
+const (
+	flagDeleted = 1
+	flagExpires = 2 // a varint expiry (Unix nanoseconds) follows the revision
+)
+
+// userMetaExpires marks, in Badger's per-item user meta byte, a record that
+// has an expiry, so Open finds them by a key-only scan.
+const userMetaExpires = 1
 
 // encodeRecord lays a record out as: format byte, flags byte, uvarint
 // version, varint created and updated (Unix nanoseconds), uvarint revision,
-// then the value bytes to the end. The key is not stored: it is the Badger
+// with flagExpires a varint expiry, then the value bytes to the end. The key is not stored: it is the Badger
 // key.
 func encodeRecord(r engine.Record) []byte {
 	b := make([]byte, 0, 2+4*binary.MaxVarintLen64+len(r.Value))
@@ -94,11 +102,17 @@ func encodeRecord(r engine.Record) []byte {
 	if r.Deleted {
 		flags |= flagDeleted
 	}
+	if !r.ExpiresAt.IsZero() {
+		flags |= flagExpires
+	}
 	b = append(b, formatVersion, flags)
 	b = binary.AppendUvarint(b, r.Version)
 	b = binary.AppendVarint(b, r.CreatedAt.UnixNano())
 	b = binary.AppendVarint(b, r.UpdatedAt.UnixNano())
 	b = binary.AppendUvarint(b, r.Revision)
+	if flags&flagExpires != 0 {
+		b = binary.AppendVarint(b, r.ExpiresAt.UnixNano())
+	}
 	return append(b, r.Value...)
 }
 
@@ -115,7 +129,10 @@ func decodeRecord(key string, b []byte) (engine.Record, error) {
 	r.CreatedAt = time.Unix(0, d.varint())
 	r.UpdatedAt = time.Unix(0, d.varint())
 	r.Revision = d.uvarint()
-	if d.err != nil || flags&^flagDeleted != 0 || r.Version == 0 {
+	if flags&flagExpires != 0 {
+		r.ExpiresAt = time.Unix(0, d.varint())
+	}
+	if d.err != nil || flags&^(flagDeleted|flagExpires) != 0 || r.Version == 0 {
 		return engine.Record{}, fmt.Errorf("record %q: %w", key, errCorrupt)
 	}
 	if r.Deleted {

@@ -141,6 +141,7 @@ func (s *Store) commitSegment(reqs []*pending, attempt int) (int, error) {
 	seg.add([]*badgerdb.Entry{badgerdb.NewEntry(metaRevision, encodeUint64(0))}, s.cfg.ValueThreshold)
 	rev := s.rev
 	var events []datastore.Event
+	var writes []engine.Record
 	read := func(key string) (engine.Record, bool, error) { return readRecord(txn, key) }
 	n := 0
 	for ; n < len(reqs); n++ {
@@ -178,6 +179,7 @@ func (s *Store) commitSegment(reqs []*pending, attempt int) (int, error) {
 		rev++
 		p.res = plan.Result
 		events = append(events, plan.Events...)
+		writes = append(writes, plan.Writes...)
 	}
 	if seg.writes {
 		if err := txn.Set(metaRevision, encodeUint64(rev)); err != nil {
@@ -195,6 +197,7 @@ func (s *Store) commitSegment(reqs []*pending, attempt int) (int, error) {
 		crossed := rev/trimEvery != s.rev/trimEvery
 		s.rev = rev
 		s.head.Store(rev)
+		s.ttl.Note(writes)
 		s.hub.Publish(events)
 		if crossed {
 			s.wakeTrim()
@@ -208,7 +211,11 @@ func (s *Store) commitSegment(reqs []*pending, attempt int) (int, error) {
 func planEntries(plan engine.Plan, rev uint64) []*badgerdb.Entry {
 	entries := make([]*badgerdb.Entry, 0, len(plan.Writes)+2*len(plan.Events))
 	for _, r := range plan.Writes {
-		entries = append(entries, badgerdb.NewEntry(recordKey(r.Key), encodeRecord(r)))
+		e := badgerdb.NewEntry(recordKey(r.Key), encodeRecord(r))
+		if !r.ExpiresAt.IsZero() {
+			e = e.WithMeta(userMetaExpires)
+		}
+		entries = append(entries, e)
 	}
 	for i, ev := range plan.Events {
 		entries = append(entries, badgerdb.NewEntry(changeKey(rev, uint32(i), partEvent), encodeEvent(ev)))

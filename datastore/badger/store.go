@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	badgerdb "github.com/dgraph-io/badger/v4"
 
@@ -18,6 +19,7 @@ import (
 var (
 	_ datastore.Store     = (*Store)(nil)
 	_ datastore.Compacter = (*Store)(nil)
+	_ datastore.Expirer   = (*Store)(nil)
 )
 
 // hubRetain caps the revisions the watch hub keeps in memory; older ones
@@ -32,6 +34,9 @@ type Store struct {
 	cfg  Config
 	opts datastore.Options // resolved
 	hub  *hub.Hub
+
+	ttl    *engine.ExpiryIndex
+	expiry *engine.Expiry
 
 	// Lifetime: every call that touches db holds an ops slot, taken under
 	// mu while closed is false; Close sets closed and waits for the slots.
@@ -97,7 +102,12 @@ func OpenConfig(cfg Config) (*Store, error) {
 	if err := s.load(); err != nil {
 		return nil, errors.Join(fmt.Errorf("badger: open %s: %w", cfg.Dir, err), db.Close())
 	}
-	s.Writes = engine.Writes{C: committer{s}, MaxValueSize: opts.MaxValueSize}
+	s.ttl = engine.NewExpiryIndex()
+	if err := s.scheduleExpiries(); err != nil {
+		return nil, errors.Join(fmt.Errorf("badger: open %s: %w", cfg.Dir, err), db.Close())
+	}
+	s.expiry = engine.NewExpiry(s.ttl, committer{s}, opts.Now)
+	s.Writes = engine.Writes{C: committer{s}, MaxValueSize: opts.MaxValueSize, TTL: true}
 	s.hub = hub.New(s.rev, min(opts.ChangeLogRetention, hubRetain), changeLog{s})
 	ctx, stop := context.WithCancel(context.Background())
 	s.stop = stop
@@ -105,6 +115,53 @@ func OpenConfig(cfg Config) (*Store, error) {
 	go s.writer(ctx)
 	go s.maintain(ctx)
 	return s, nil
+}
+
+// scheduleExpiries finds the records with an expiry (marked in Badger's user
+// meta byte, so the scan reads keys only) and puts them in the index.
+func (s *Store) scheduleExpiries() error {
+	return s.db.View(func(txn *badgerdb.Txn) error {
+		it := txn.NewIterator(badgerdb.IteratorOptions{Prefix: []byte{prefixRecord}})
+		defer it.Close()
+		var recs []engine.Record
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			if item.UserMeta()&userMetaExpires == 0 {
+				continue
+			}
+			key := string(item.Key()[1:])
+			err := item.Value(func(b []byte) error {
+				r, err := decodeRecord(key, b)
+				if err == nil && r.Live() {
+					r.Value = []byte{}
+					recs = append(recs, r)
+				}
+				return err
+			})
+			if err != nil {
+				return err
+			}
+		}
+		s.ttl.Note(recs)
+		return nil
+	})
+}
+
+// SetTTL implements datastore.Expirer.
+func (s *Store) SetTTL(ctx context.Context, key string, value []byte, ttl time.Duration) (uint64, error) {
+	return s.SetWithTTL(ctx, key, value, ttl)
+}
+
+// ExpireDue implements datastore.Expirer. The store's expiry loop runs it
+// by itself when the earliest expiry comes (a wall-clock timer, so within
+// about a millisecond plus one commit) and at least once a second; entries
+// that expired while the store was closed go right after Open.
+func (s *Store) ExpireDue(ctx context.Context) (int, error) {
+	n, err := s.expiry.Run(ctx)
+	if err != nil {
+		return n, fmt.Errorf("badger: expire: %w", err)
+	}
+	return n, nil
 }
 
 // load reads the meta keys, writing the format marker into a new database,
@@ -352,6 +409,7 @@ func (s *Store) Close() error {
 	}
 	s.closed = true
 	s.mu.Unlock()
+	s.expiry.Close()
 	s.ops.Wait() // commits in progress are answered by the writer first
 	s.hub.Close()
 	s.stop()

@@ -577,3 +577,43 @@ func TestStore_StorageFull(t *testing.T) {
 		t.Fatalf("storageErr(ENOSPC) = %v", err)
 	}
 }
+
+func TestTTL(t *testing.T) {
+	storetest.RunTTL(t, func(t *testing.T, now func() time.Time) datastore.Store {
+		return openTest(t, datastore.WithClock(now))
+	})
+}
+
+// Expiries survive a restart: Open finds the records with an expiry and
+// applies those that fell due while the store was closed.
+func TestTTL_Reopen(t *testing.T) {
+	ctx := ctxT(t)
+	dir := t.TempDir()
+	clk := &storetest.Clock{}
+	s, err := OpenConfig(testConfig(dir, datastore.WithClock(clk.Now)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetTTL(ctx, "/soon", []byte("x"), time.Second)
+	s.SetTTL(ctx, "/later", []byte("y"), time.Hour)
+	s.Set(ctx, "/plain", []byte("z"))
+	s.Close()
+	clk.Advance(time.Minute)
+	s = openDir(t, dir, datastore.WithClock(clk.Now))
+	if e, err := s.Get(ctx, "/later"); err != nil || !e.ExpiresAt.Equal(clk.Now().Add(time.Hour-time.Minute)) {
+		t.Fatalf("/later after reopen: %+v %v", e, err)
+	}
+	if n, err := s.ExpireDue(ctx); err != nil || n > 1 {
+		t.Fatalf("ExpireDue = %d, %v", n, err)
+	}
+	if _, err := s.Get(ctx, "/soon"); !errors.Is(err, datastore.ErrKeyNotFound) {
+		t.Fatal(err)
+	}
+	if s.ttl.Len() != 1 {
+		t.Fatalf("%d entries scheduled, want 1", s.ttl.Len())
+	}
+}
+
+func BenchmarkExpiry(b *testing.B) {
+	storetest.BenchmarkExpiry(b, openTest(b), 20*time.Millisecond)
+}

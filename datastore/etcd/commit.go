@@ -194,6 +194,11 @@ func (s *Store) commitTxn(ctx context.Context, keys []string, snap snapshot, wri
 		}
 		puts[i] = clientv3.OpPut(s.etcdKey(r.Key), string(val))
 	}
+	markers, err := s.markerOps(ctx, snap, writes)
+	if err != nil {
+		return nil, err
+	}
+	puts = append(puts, markers...)
 	rctx, cancel := s.request(ctx)
 	defer cancel()
 	resp, err := s.client.Txn(rctx).If(cmps...).Then(puts...).Else(s.gets(keys)...).Commit()

@@ -187,7 +187,9 @@ type Store struct {
 
 	mu       sync.Mutex
 	closed   bool
-	watchers sync.WaitGroup
+	watchers sync.WaitGroup // the watchers and the TTL loop
+
+	ttl *ttlLoop
 }
 
 // Open connects to the cluster, checks that it answers within
@@ -222,6 +224,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		err = s.fail(ctx, fmt.Sprintf("open %v", cfg.Endpoints), err)
 		s.Close()
 		return nil, err
+	}
+	if has, err := s.scheduled(pingCtx); err != nil {
+		s.Close()
+		return nil, err
+	} else if has {
+		s.ttl.start()
 	}
 	return s, nil
 }
@@ -264,7 +272,8 @@ func newStore(client *clientv3.Client, own bool, cfg Config) *Store {
 		ctx:    ctx,
 		cancel: cancel,
 	}
-	s.Writes = engine.Writes{C: committer{s}, MaxValueSize: cfg.MaxValueSize}
+	s.Writes = engine.Writes{C: committer{s}, MaxValueSize: cfg.MaxValueSize, TTL: true}
+	s.ttl = &ttlLoop{s: s}
 	return s
 }
 

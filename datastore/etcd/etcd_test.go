@@ -323,3 +323,69 @@ func TestConfig_Validate(t *testing.T) {
 		}
 	}
 }
+
+func TestTTL(t *testing.T) {
+	storetest.RunTTL(t, func(t *testing.T, now func() time.Time) datastore.Store {
+		return open(t, etcd.Config{Now: now})
+	})
+}
+
+// For real: etcd's lease runs out and the entry goes, once, although two
+// clients of the root watch the alarm; a client opened later finds nothing
+// left to do, and the record format without TTL still reads back.
+func TestTTL_LeaseExpiry(t *testing.T) {
+	ctx := ctxT(t)
+	root := freshRoot()
+	a := open(t, etcd.Config{Root: root})
+	b := open(t, etcd.Config{Root: root})
+	if _, err := b.SetTTL(ctx, "/warm", []byte("x"), time.Hour); err != nil { // b watches alarms too
+		t.Fatal(err)
+	}
+	w, err := a.Watch(ctx, "/lease")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	start := time.Now()
+	if _, err := a.SetTTL(ctx, "/lease", []byte("held"), 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	e, err := b.Get(ctx, "/lease")
+	if err != nil || e.ExpiresAt.IsZero() {
+		t.Fatalf("entry %+v %v", e, err)
+	}
+	<-w.Events()
+	select {
+	case ev := <-w.Events():
+		if ev.Type != datastore.Deleted || ev.Version != 2 || string(ev.OldValue) != "held" {
+			t.Fatalf("event %+v", ev)
+		}
+		t.Logf("expired %v after the write (TTL 2s, deadline %v)", time.Since(start), time.Until(e.ExpiresAt))
+	case <-time.After(30 * time.Second):
+		t.Fatal("the lease never expired the entry")
+	}
+	select {
+	case ev := <-w.Events():
+		t.Fatalf("a second event %+v", ev)
+	case <-time.After(1500 * time.Millisecond):
+	}
+	if _, err := a.Get(ctx, "/lease"); !errors.Is(err, datastore.ErrKeyNotFound) {
+		t.Fatal(err)
+	}
+	if v, err := a.CreateIfNotExists(ctx, "/lease", []byte("again")); err != nil || v != 3 {
+		t.Fatalf("re-create = %d, %v", v, err)
+	}
+	c := open(t, etcd.Config{Root: root})
+	if n, err := c.ExpireDue(ctx); err != nil || n != 0 {
+		t.Fatalf("ExpireDue on a fresh client = %d, %v", n, err)
+	}
+	// Markers stay out of List.
+	p, err := c.List(ctx, "", datastore.ListOptions{})
+	if err != nil || len(p.Entries) != 2 {
+		t.Fatalf("list: %+v %v", p.Entries, err)
+	}
+}
+
+func BenchmarkExpiry(b *testing.B) {
+	storetest.BenchmarkExpiry(b, open(b, etcd.Config{}), time.Second)
+}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/google/btree"
 
@@ -18,6 +19,7 @@ import (
 var (
 	_ datastore.Store     = (*Store)(nil)
 	_ datastore.Compacter = (*Store)(nil)
+	_ datastore.Expirer   = (*Store)(nil)
 )
 
 // DefaultChangeLogRetention is how many revisions a memory store's change
@@ -29,8 +31,10 @@ const DefaultChangeLogRetention = 10_000
 // in-memory tail, which keeps Options.ChangeLogRetention revisions.
 type Store struct {
 	engine.Writes
-	opts datastore.Options
-	hub  *hub.Hub
+	opts   datastore.Options
+	hub    *hub.Hub
+	expiry *engine.Expiry
+	ttl    *engine.ExpiryIndex
 
 	mu     sync.RWMutex
 	tree   *btree.BTreeG[engine.Record] // by key; tombstones included
@@ -45,8 +49,10 @@ func New(opts ...datastore.Option) *Store {
 		opts: o,
 		tree: btree.NewG(32, func(a, b engine.Record) bool { return a.Key < b.Key }),
 		hub:  hub.New(0, o.ChangeLogRetention, nil),
+		ttl:  engine.NewExpiryIndex(),
 	}
-	s.Writes = engine.Writes{C: committer{s}, MaxValueSize: o.MaxValueSize}
+	s.Writes = engine.Writes{C: committer{s}, MaxValueSize: o.MaxValueSize, TTL: true}
+	s.expiry = engine.NewExpiry(s.ttl, committer{s}, o.Now)
 	return s
 }
 
@@ -72,6 +78,7 @@ func (c committer) Commit(ctx context.Context, req engine.Request) (datastore.Tx
 		s.tree.ReplaceOrInsert(r)
 	}
 	s.rev++
+	s.ttl.Note(plan.Writes)
 	s.hub.Publish(plan.Events)
 	return plan.Result, nil
 }
@@ -141,6 +148,23 @@ func (s *Store) Compact(ctx context.Context, rev uint64) error {
 	return nil
 }
 
+// SetTTL implements datastore.Expirer.
+func (s *Store) SetTTL(ctx context.Context, key string, value []byte, ttl time.Duration) (uint64, error) {
+	return s.SetWithTTL(ctx, key, value, ttl)
+}
+
+// ExpireDue implements datastore.Expirer. The store's own expiry loop runs
+// it when the earliest expiry comes (by a timer on the wall clock, so within
+// a millisecond or so of it) and at least once a second, which is when an
+// injected clock moved forward is noticed without a call.
+func (s *Store) ExpireDue(ctx context.Context) (int, error) {
+	n, err := s.expiry.Run(ctx)
+	if err != nil {
+		return n, fmt.Errorf("memory: expire: %w", err)
+	}
+	return n, nil
+}
+
 // Close implements datastore.Store.
 func (s *Store) Close() error {
 	s.mu.Lock()
@@ -148,6 +172,7 @@ func (s *Store) Close() error {
 	s.closed = true
 	s.mu.Unlock()
 	if !already {
+		s.expiry.Close()
 		s.hub.Close()
 	}
 	return nil

@@ -2,6 +2,7 @@ package memory_test
 
 import (
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -18,4 +19,18 @@ func TestConformance(t *testing.T) {
 		t.Cleanup(func() { s.Close() })
 		return s
 	})
+}
+
+func TestTTL(t *testing.T) {
+	storetest.RunTTL(t, func(t *testing.T, now func() time.Time) datastore.Store {
+		s := memory.New(datastore.WithClock(now))
+		t.Cleanup(func() { s.Close() })
+		return s
+	})
+}
+
+func BenchmarkExpiry(b *testing.B) {
+	s := memory.New()
+	defer s.Close()
+	storetest.BenchmarkExpiry(b, s, 20*time.Millisecond)
 }

@@ -51,6 +51,7 @@ import (
 var (
 	_ datastore.Store     = (*Store)(nil)
 	_ datastore.Compacter = (*Store)(nil)
+	_ datastore.Expirer   = (*Store)(nil)
 )
 
 // DefaultMaxValueSize is the largest value a store accepts unless
@@ -133,6 +134,9 @@ type Store struct {
 	meta *sql.Stmt
 	log  *sql.Stmt
 
+	ttl    *engine.ExpiryIndex
+	expiry *engine.Expiry
+
 	closed    atomic.Bool
 	closeOnce sync.Once
 }
@@ -206,12 +210,19 @@ func OpenConfig(cfg Config) (_ *Store, err error) {
 
 	s.hub = hub.New(s.w.rev, min(1024, cfg.Options.ChangeLogRetention), changeLog{s})
 	s.w.hub = s.hub
-	s.Writes = engine.Writes{C: committer{s}, MaxValueSize: cfg.Options.MaxValueSize}
+	s.ttl = engine.NewExpiryIndex()
+	s.w.ttl = s.ttl
+	s.expiry = engine.NewExpiry(s.ttl, committer{s}, cfg.Options.Now)
+	s.Writes = engine.Writes{C: committer{s}, MaxValueSize: cfg.Options.MaxValueSize, TTL: true}
 	go s.run()
+	if err := s.scheduleExpiries(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", cfg.Path, err)
+	}
 	return s, nil
 }
 
-const recordCols = `value, version, created_at, updated_at, revision, deleted`
+const recordCols = `value, version, created_at, updated_at, revision, deleted, expires_at`
 
 func (s *Store) prepareReads(ctx context.Context) error {
 	prep := func(dst **sql.Stmt, query string) error {
@@ -227,7 +238,7 @@ func (s *Store) prepareReads(ctx context.Context) error {
 	}
 	for keysOnly, value := range []string{"value", "NULL"} {
 		for excl, op := range []string{">=", ">"} {
-			errs = append(errs, prep(&s.list[keysOnly][excl], `SELECT key, `+value+`, version, created_at, updated_at, revision, deleted
+			errs = append(errs, prep(&s.list[keysOnly][excl], `SELECT key, `+value+`, version, created_at, updated_at, revision, deleted, expires_at
 				FROM kv WHERE key `+op+` ? AND key < ? AND deleted = 0 ORDER BY key LIMIT ?`))
 		}
 	}
@@ -240,8 +251,9 @@ func scanRecord(row interface{ Scan(...any) error }, key string, withKey bool) (
 		r                                    = engine.Record{Key: key}
 		k                                    []byte
 		version, created, updated, rev, dead int64
+		expires                              int64
 	)
-	dest := []any{&r.Value, &version, &created, &updated, &rev, &dead}
+	dest := []any{&r.Value, &version, &created, &updated, &rev, &dead, &expires}
 	if withKey {
 		dest = append([]any{&k}, dest...)
 	}
@@ -253,6 +265,9 @@ func scanRecord(row interface{ Scan(...any) error }, key string, withKey bool) (
 	}
 	r.Version, r.Revision, r.Deleted = uint64(version), uint64(rev), dead != 0
 	r.CreatedAt, r.UpdatedAt = time.Unix(0, created), time.Unix(0, updated)
+	if expires != 0 {
+		r.ExpiresAt = time.Unix(0, expires)
+	}
 	if !r.Deleted && r.Value == nil {
 		r.Value = []byte{} // an empty value reads back as empty, not nil
 	}
@@ -382,12 +397,54 @@ func (s *Store) Compact(ctx context.Context, rev uint64) error {
 	return nil
 }
 
+// scheduleExpiries loads the entries that have an expiry into the index,
+// through the partial index on expires_at.
+func (s *Store) scheduleExpiries(ctx context.Context) error {
+	rows, err := s.rdb.QueryContext(ctx, `SELECT key, version, expires_at FROM kv WHERE expires_at > 0 AND deleted = 0`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var recs []engine.Record
+	for rows.Next() {
+		var k []byte
+		var v, at int64
+		if err := rows.Scan(&k, &v, &at); err != nil {
+			return err
+		}
+		recs = append(recs, engine.Record{Key: string(k), Version: uint64(v), ExpiresAt: time.Unix(0, at), Value: []byte{}})
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	s.ttl.Note(recs)
+	return nil
+}
+
+// SetTTL implements datastore.Expirer.
+func (s *Store) SetTTL(ctx context.Context, key string, value []byte, ttl time.Duration) (uint64, error) {
+	return s.SetWithTTL(ctx, key, value, ttl)
+}
+
+// ExpireDue implements datastore.Expirer. The store's expiry loop runs it
+// by itself when the earliest expiry comes (a wall-clock timer, so within
+// about a millisecond plus one commit) and at least once a second; entries
+// that expired while the store was closed go right after Open.
+func (s *Store) ExpireDue(ctx context.Context) (int, error) {
+	n, err := s.expiry.Run(ctx)
+	if err != nil {
+		return n, fmt.Errorf("sqlite: expire: %w", err)
+	}
+	return n, nil
+}
+
 // Close implements datastore.Store. Write requests already taken by the
 // writer are committed and answered; later ones fail with ErrClosed.
 // Watchers end with ErrClosed.
 func (s *Store) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
+		s.expiry.Close()
 		s.closed.Store(true)
 		close(s.closing)
 		<-s.writerDone

@@ -82,6 +82,7 @@ func (s *Store) run() {
 type writer struct {
 	conn *sql.Conn
 	hub  *hub.Hub
+	ttl  *engine.ExpiryIndex
 	opts datastore.Options
 
 	begin, commitTx, rollback, savepoint, release, rollbackTo *sql.Stmt
@@ -115,11 +116,11 @@ func newWriter(ctx context.Context, conn *sql.Conn, opts datastore.Options) (*wr
 		prep(&w.release, `RELEASE req`),
 		prep(&w.rollbackTo, `ROLLBACK TO req`),
 		prep(&w.read, `SELECT `+recordCols+` FROM kv WHERE key = ?`),
-		prep(&w.upsert, `INSERT INTO kv (key, value, version, created_at, updated_at, revision, deleted)
-			VALUES (?, ?, ?, ?, ?, ?, ?)
+		prep(&w.upsert, `INSERT INTO kv (key, value, version, created_at, updated_at, revision, deleted, expires_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = excluded.version,
 				created_at = excluded.created_at, updated_at = excluded.updated_at,
-				revision = excluded.revision, deleted = excluded.deleted`),
+				revision = excluded.revision, deleted = excluded.deleted, expires_at = excluded.expires_at`),
 		prep(&w.logEvent, `INSERT INTO changelog (revision, idx, type, key, old_value, new_value, version)
 			VALUES (?, ?, ?, ?, ?, ?, ?)`),
 		prep(&w.setRevision, `UPDATE meta SET revision = ?`),
@@ -168,6 +169,7 @@ func (w *writer) commit(batch []*request) {
 	results := make([]result, len(batch))
 	start := w.rev
 	var events []datastore.Event
+	var writes []engine.Record
 	compacted := uint64(0)
 
 	err := execStmt(w.begin)
@@ -189,6 +191,7 @@ func (w *writer) commit(batch []*request) {
 			results[i] = result{plan.Result, rerr}
 			if rerr == nil && len(plan.Writes) > 0 {
 				events = append(events, plan.Events...)
+				writes = append(writes, plan.Writes...)
 			}
 		}
 	}
@@ -218,6 +221,7 @@ func (w *writer) commit(batch []*request) {
 		}
 	} else {
 		w.commits.Add(1)
+		w.ttl.Note(writes)
 		w.hub.Publish(events)
 		if compacted > 0 {
 			w.hub.Compact(compacted)
@@ -265,8 +269,12 @@ func (w *writer) write(plan engine.Plan) error {
 		if !r.Deleted {
 			value = nonNil(r.Value)
 		}
+		var expires int64
+		if !r.ExpiresAt.IsZero() {
+			expires = r.ExpiresAt.UnixNano()
+		}
 		if err := execStmt(w.upsert, []byte(r.Key), value, int64(r.Version),
-			r.CreatedAt.UnixNano(), r.UpdatedAt.UnixNano(), rev, r.Deleted); err != nil {
+			r.CreatedAt.UnixNano(), r.UpdatedAt.UnixNano(), rev, r.Deleted, expires); err != nil {
 			return fmt.Errorf("write %q: %w", r.Key, err)
 		}
 	}

@@ -66,6 +66,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"ConcurrentWritersAndWatchers", testConcurrentWritersAndWatchers},
 		{"CancelledContext", testCancelledContext},
 		{"Closed", testClosed},
+		{"TTLUnsupported", testTTLUnsupported},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore) })

@@ -23,6 +23,9 @@ type Record struct {
 	UpdatedAt time.Time
 	Revision  uint64
 	Deleted   bool
+	// ExpiresAt is when a live record written with a TTL expires; zero:
+	// never. Tombstones have none.
+	ExpiresAt time.Time
 }
 
 // Live reports whether the record holds a value (is neither a tombstone nor
@@ -38,6 +41,7 @@ func (r Record) Entry() datastore.Entry {
 		CreatedAt: r.CreatedAt,
 		UpdatedAt: r.UpdatedAt,
 		Revision:  r.Revision,
+		ExpiresAt: r.ExpiresAt,
 	}
 }
 
@@ -52,6 +56,11 @@ const (
 	KindDelete
 	KindCAS
 	KindCreate
+	// KindExpire deletes expired entries: its ops are pairs of
+	// OpCheckVersion(key, v) and OpDelete(key), and each key is deleted only
+	// if it is still live at version v and has an expiry; a key written
+	// since is left alone rather than failing the request.
+	KindExpire
 )
 
 // Request is one logical commit.
@@ -96,6 +105,9 @@ func Build(req Request, rev uint64, now time.Time, deleteMissingOK bool, read Re
 		current[key] = r
 		return r, nil
 	}
+	if req.Kind == KindExpire {
+		return buildExpire(req, rev, now, get)
+	}
 	// Checks first, all against the state before the request.
 	for i, op := range req.Ops {
 		if op.Kind != datastore.OpKindCheckVersion {
@@ -129,6 +141,9 @@ func Build(req Request, rev uint64, now time.Time, deleteMissingOK bool, read Re
 				return Plan{}, fmt.Errorf("%q at version %d: %w", op.Key, old.Version, datastore.ErrAlreadyExists)
 			}
 			rec := Record{Key: op.Key, Value: clone(op.Value), Version: next, CreatedAt: now, UpdatedAt: now, Revision: rev}
+			if op.TTL > 0 {
+				rec.ExpiresAt = Timestamp(now.Add(op.TTL))
+			}
 			ev := datastore.Event{Type: datastore.Created, Key: op.Key, NewValue: rec.Value, Version: next, Revision: rev}
 			if old.Live() {
 				rec.CreatedAt = old.CreatedAt
@@ -192,11 +207,21 @@ type Committer interface {
 type Writes struct {
 	C            Committer
 	MaxValueSize int // 0: no limit
+	// TTL says the backend expires entries (it runs an Expiry); without
+	// it, an op with a TTL is refused with datastore.ErrTTLUnsupported.
+	TTL bool
 }
 
 func (w Writes) commit(ctx context.Context, kind Kind, ops ...datastore.Op) (datastore.TxnResult, error) {
 	if err := datastore.ValidateOps(ops, w.MaxValueSize); err != nil {
 		return datastore.TxnResult{}, err
+	}
+	if !w.TTL {
+		for i, op := range ops {
+			if op.TTL != 0 {
+				return datastore.TxnResult{}, fmt.Errorf("op %d: %q: %w", i, op.Key, datastore.ErrTTLUnsupported)
+			}
+		}
 	}
 	if err := ctx.Err(); err != nil {
 		return datastore.TxnResult{}, err
@@ -207,6 +232,19 @@ func (w Writes) commit(ctx context.Context, kind Kind, ops ...datastore.Op) (dat
 // Set implements datastore.Store.
 func (w Writes) Set(ctx context.Context, key string, value []byte) (uint64, error) {
 	res, err := w.commit(ctx, KindSet, datastore.OpSet(key, value))
+	if err != nil {
+		return 0, err
+	}
+	return res.Versions[0], nil
+}
+
+// SetWithTTL is Set with a time to live; backends that expire entries
+// expose it as datastore.Expirer's SetTTL.
+func (w Writes) SetWithTTL(ctx context.Context, key string, value []byte, ttl time.Duration) (uint64, error) {
+	if ttl <= 0 {
+		return 0, fmt.Errorf("set %q: TTL %v is not positive: %w", key, ttl, datastore.ErrInvalidTxn)
+	}
+	res, err := w.commit(ctx, KindSet, datastore.OpSetTTL(key, value, ttl))
 	if err != nil {
 		return 0, err
 	}
