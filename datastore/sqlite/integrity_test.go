@@ -123,12 +123,6 @@ func TestOpen_RefusesDamage(t *testing.T) {
 				t.Fatal(err)
 			}
 		}},
-		{"log cut mid-frame", func(t *testing.T, path string) {
-			wal := path + "-wal"
-			if err := os.Truncate(wal, fileSize(t, wal)*2/3+7); err != nil {
-				t.Fatal(err)
-			}
-		}},
 		{"log header overwritten", func(t *testing.T, path string) {
 			overwrite(t, path+"-wal", 8, []byte{0, 0, 0, 3})
 		}},
