@@ -337,6 +337,34 @@ func (r *Replica) load(ctx context.Context) error {
 	if err := r.loadPeers(ctx); err != nil {
 		return err
 	}
+	// Our earlier generations: we incorporated all of them, up to the
+	// highest number our index still holds, which is also their head. They
+	// are served in catch-up like any source, so a peer that missed them
+	// (or our own restored store) gets them.
+	own := map[string]uint64{}
+	err = r.scan(ctx, indexRoot+r.cfg.ID+"/", func(e datastore.Entry) error {
+		if src, seq, ok := parseIndexKey(e.Key); ok {
+			own[src] = max(own[src], seq)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for src, top := range own {
+		if s := r.seqs[src]; s == nil || s.contig < top {
+			r.seqs[src] = &seqSet{contig: top}
+		}
+		if r.heads[src].Seq < top {
+			key, err := r.local.Get(ctx, indexKey(src, top))
+			if err != nil {
+				return fmt.Errorf("replica: read own index: %w", err)
+			}
+			if c, found, err := r.current(ctx, string(key.Value)); err == nil && found && c.Source() == src && c.Seq == top {
+				r.heads[src] = c.Elide()
+			}
+		}
+	}
 	// Widened prefixes: what the old watermarks counted as incorporated was
 	// partly skipped, so they start over and catch-up brings the rest.
 	prev, err := r.local.Get(ctx, prefixesKey)
