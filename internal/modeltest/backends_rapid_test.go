@@ -62,7 +62,7 @@ type storeMachine struct {
 	keys   []string
 	// watches of the prefix on both, compared at the end; nil after a
 	// reopen ends the store's.
-	sw, ow datastore.Watcher
+	sw, ow  datastore.Watcher
 	lastRev uint64
 }
 

@@ -63,7 +63,7 @@ type replicaMachine struct {
 	reps   []*replica.Replica
 	boxes  []*outbox
 	keys   []string
-	writes map[string][]replica.Change  // every change made, per key
+	writes map[string][]replica.Change // every change made, per key
 	seen   []map[string]replica.Change // per replica: the last state observed per key
 }
 
