@@ -20,6 +20,10 @@ fuzz:
 	go test -run '^$$' -fuzz '^FuzzDecodeEnvelope$$' -fuzztime $(FUZZTIME) ./replica/
 	go test -run '^$$' -fuzz '^FuzzDecodeMessage$$' -fuzztime $(FUZZTIME) ./gossip/
 	go test -run '^$$' -fuzz '^FuzzParseTxn$$' -fuzztime $(FUZZTIME) ./api/
+	go test -run '^$$' -fuzz '^FuzzHandler$$' -fuzztime $(FUZZTIME) ./api/
+	go test -run '^$$' -fuzz '^FuzzPatternMatch$$' -fuzztime $(FUZZTIME) ./datastore/
+	go test -run '^$$' -fuzz '^FuzzReadSyncFrame$$' -fuzztime $(FUZZTIME) ./gossip/
+	go test -run '^$$' -fuzz '^FuzzConfigFile$$' -fuzztime $(FUZZTIME) ./cmd/peerstate/
 
 bench: bench-store bench-replication
 
