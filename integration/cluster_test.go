@@ -86,7 +86,7 @@ func converged[L interface {
 			if err == nil && len(lost) == 0 {
 				return time.Since(start)
 			}
-			last = fmt.Sprintf("identical states, but %d acknowledged writes missing (%v): %.3v", len(lost), err, lost)
+			last = fmt.Sprintf("identical states, but %d acknowledged writes missing (%v): %v", len(lost), err, firstN(lost, 3))
 		}
 		if time.Since(start) > within {
 			t.Fatalf("not converged within %v: %s", within, last)

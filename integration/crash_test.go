@@ -100,7 +100,7 @@ func load(ctx context.Context, c *api.Client, a *acks, round, writers int) *sync
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ctr := fmt.Sprintf("/load/ctr/w%d", g)
+			ctr := fmt.Sprintf("/load/ctr/r%d/w%d", round, g)
 			for n := 0; ctx.Err() == nil; n++ {
 				rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 				key, val := fmt.Sprintf("/load/%d/w%d/%d", round, g, n), fmt.Sprintf("v%d-%d-%d", round, g, n)
@@ -136,7 +136,7 @@ func TestCrash_SIGKILLUnderLoad(t *testing.T) {
 				d := launch(t, "--data", data, "--backend", backend, "--listen", "/ip4/127.0.0.1/tcp/0")
 				c := d.client()
 				if lost, err := a.lost(ctxT(t, time.Minute), c.Get); err != nil || len(lost) > 0 {
-					t.Fatalf("after kill %d: %d acknowledged writes lost (%v): %.5v", round, len(lost), err, lost)
+					t.Fatalf("after kill %d: %d acknowledged writes lost (%v): %v", round, len(lost), err, firstN(lost, 5))
 				}
 				ctx, cancel := context.WithCancel(context.Background())
 				wg := load(ctx, c, a, round, 4)
@@ -158,7 +158,7 @@ func TestCrash_SIGKILLUnderLoad(t *testing.T) {
 			d.kill()
 			t.Logf("crash: backend=%s kills=%d acknowledged=%d lost=%d", backend, kills, a.count(), len(lost))
 			if len(lost) > 0 {
-				t.Fatalf("lost: %.10v", lost)
+				t.Fatalf("lost: %v", firstN(lost, 10))
 			}
 			switch backend {
 			case "sqlite":
@@ -199,3 +199,6 @@ func checkBadger(t *testing.T, dir string) {
 		t.Fatalf("list after reopen: %d entries, %v", len(p.Entries), err)
 	}
 }
+
+// firstN returns at most n of ss, for a failure message.
+func firstN(ss []string, n int) []string { return ss[:min(n, len(ss))] }
