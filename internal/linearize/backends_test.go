@@ -2,12 +2,15 @@ package linearize_test
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"log/slog"
 	"net/http/httptest"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
 
 	"github.com/univrs/peerstate/api"
 	"github.com/univrs/peerstate/datastore"
@@ -19,6 +22,16 @@ import (
 	"github.com/univrs/peerstate/internal/linearize"
 	"github.com/univrs/peerstate/replica"
 )
+
+// testKey returns a fresh Ed25519 identity: a replica signs every change.
+func testKey(t *testing.T) crypto.PrivKey {
+	t.Helper()
+	k, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
 
 // histories per target in CI; each is checked on its own.
 const histories = 4
@@ -98,7 +111,7 @@ func TestLinearizable_Replica(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer local.Close()
-	r, err := replica.New(context.Background(), local, replica.Config{ID: "peerA"})
+	r, err := replica.New(context.Background(), local, replica.Config{Key: testKey(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +127,7 @@ func TestLinearizable_API(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer local.Close()
-	r, err := replica.New(context.Background(), local, replica.Config{ID: "peerA"})
+	r, err := replica.New(context.Background(), local, replica.Config{Key: testKey(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
