@@ -147,7 +147,13 @@ func TestCluster_PartitionHeal(t *testing.T) {
 		t.Fatal(err)
 	}
 	took := converged(t, a, stores(), 2*time.Minute)
+	fp := nodes[0].Replica().StateFingerprint()
+	for i, nd := range nodes[1:] {
+		if got := nd.Replica().StateFingerprint(); got != fp {
+			t.Fatalf("node %d: state fingerprint %x (%d keys), node 0 %x (%d keys)", i+1, got.FP, got.Count, fp.FP, fp.Count)
+		}
+	}
 	h, keys, _ := stateHash(ctx, nodes[0].Store())
-	t.Logf("partition/heal: nodes=%d sides=%d+%d acknowledged=%d keys=%d converged %v after the heal (state %s…)",
-		n, len(small), len(big), a.count(), keys, took.Round(time.Millisecond), h[:12])
+	t.Logf("partition/heal: nodes=%d sides=%d+%d acknowledged=%d keys=%d converged %v after the heal (state %s…, fingerprint %x…)",
+		n, len(small), len(big), a.count(), keys, took.Round(time.Millisecond), h[:12], fp.FP[:6])
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -65,7 +66,7 @@ func checkTarget(t *testing.T, s linearize.Store, w linearize.Workload) {
 			errs[k] += v
 		}
 	}
-	t.Logf("linearizability: %s; errors that left an outcome unknown: %v", linearize.Summary(results), errs)
+	t.Logf("linearizability %s: %s; errors that left an outcome unknown: %v", strings.TrimPrefix(t.Name(), "TestLinearizable_"), linearize.Summary(results), errs)
 }
 
 var workload = linearize.Workload{Clients: 4, Ops: 120, Groups: 3, KeysPerGroup: 3, TimeoutEvery: 25}
