@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -64,6 +65,7 @@ type storeMachine struct {
 	// reopen ends the store's.
 	sw, ow  datastore.Watcher
 	lastRev uint64
+	events  int // events the oracle's watch owes: its successful writes under the prefix
 }
 
 func (m *storeMachine) key(t *rapid.T) string {
@@ -102,10 +104,23 @@ func (m *storeMachine) same(t *rapid.T, what string, gotErr, wantErr error) bool
 	return gotErr == nil
 }
 
+// wrote counts the watch events a successful write of keys owes.
+func (m *storeMachine) wrote(err error, keys ...string) {
+	if err != nil {
+		return
+	}
+	for _, k := range keys {
+		if strings.HasPrefix(k, m.prefix+"/") {
+			m.events++
+		}
+	}
+}
+
 func (m *storeMachine) Set(t *rapid.T) {
 	k, v := m.key(t), value(t)
 	gv, gerr := m.s.Set(m.ctx, k, v)
 	wv, werr := m.oracle.Set(m.ctx, k, v)
+	m.wrote(werr, k)
 	if m.same(t, "Set "+k, gerr, werr) && gv != wv {
 		t.Fatalf("Set %s: version %d, oracle %d", k, gv, wv)
 	}
@@ -113,7 +128,9 @@ func (m *storeMachine) Set(t *rapid.T) {
 
 func (m *storeMachine) Delete(t *rapid.T) {
 	k := m.key(t)
-	m.same(t, "Delete "+k, m.s.Delete(m.ctx, k), m.oracle.Delete(m.ctx, k))
+	werr := m.oracle.Delete(m.ctx, k)
+	m.wrote(werr, k)
+	m.same(t, "Delete "+k, m.s.Delete(m.ctx, k), werr)
 }
 
 func (m *storeMachine) CompareAndSet(t *rapid.T) {
@@ -124,6 +141,7 @@ func (m *storeMachine) CompareAndSet(t *rapid.T) {
 	}
 	gv, gerr := m.s.CompareAndSet(m.ctx, k, exp, v)
 	wv, werr := m.oracle.CompareAndSet(m.ctx, k, exp, v)
+	m.wrote(werr, k)
 	if m.same(t, fmt.Sprintf("CAS %s@%d", k, exp), gerr, werr) && gv != wv {
 		t.Fatalf("CAS %s: version %d, oracle %d", k, gv, wv)
 	}
@@ -133,6 +151,7 @@ func (m *storeMachine) CreateIfNotExists(t *rapid.T) {
 	k, v := m.key(t), value(t)
 	gv, gerr := m.s.CreateIfNotExists(m.ctx, k, v)
 	wv, werr := m.oracle.CreateIfNotExists(m.ctx, k, v)
+	m.wrote(werr, k)
 	if m.same(t, "Create "+k, gerr, werr) && gv != wv {
 		t.Fatalf("Create %s: version %d, oracle %d", k, gv, wv)
 	}
@@ -158,6 +177,11 @@ func (m *storeMachine) Txn(t *rapid.T) {
 	}
 	gr, gerr := m.s.Txn(m.ctx, ops...)
 	wr, werr := m.oracle.Txn(m.ctx, ops...)
+	for _, op := range ops {
+		if op.IsWrite() {
+			m.wrote(werr, op.Key)
+		}
+	}
 	if m.same(t, fmt.Sprintf("Txn %v", ops), gerr, werr) {
 		if !slices.Equal(gr.Versions, wr.Versions) {
 			t.Fatalf("Txn %v: versions %v, oracle %v", ops, gr.Versions, wr.Versions)
@@ -228,18 +252,18 @@ func (m *storeMachine) compareWatches(t *rapid.T) {
 		m.ow.Close()
 		m.sw, m.ow = nil, nil
 	}()
-	var want []datastore.Event
-	for {
+	ctx, cancel := context.WithTimeout(m.ctx, 10*time.Second)
+	defer cancel()
+	want := make([]datastore.Event, 0, m.events)
+	for len(want) < m.events {
 		select {
 		case ev := <-m.ow.Events():
 			want = append(want, ev)
-			continue
-		case <-time.After(20 * time.Millisecond):
+		case <-ctx.Done():
+			t.Fatalf("oracle watch: %d of %d events", len(want), m.events)
 		}
-		break
 	}
-	ctx, cancel := context.WithTimeout(m.ctx, 10*time.Second)
-	defer cancel()
+	m.events = 0
 	for i, w := range want {
 		var g datastore.Event
 		select {
