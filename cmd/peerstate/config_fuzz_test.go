@@ -7,14 +7,11 @@ import (
 	"reflect"
 	"strings"
 	"testing"
-
-	"github.com/BurntSushi/toml"
 )
 
-// FuzzConfigFile feeds arbitrary files to the config loader, as JSON and
-// as TOML: it never panics, a refusal names the file, and an accepted file
-// gives a config that validates or is refused with a message, and that
-// written back out loads to the same settings. The seed corpus is in
+// FuzzConfigFile feeds arbitrary files to the config reader, as JSON and
+// as TOML: it never panics, a refusal names the file, and accepted JSON
+// settings written back out read the same. The seed corpus is in
 // testdata/fuzz/FuzzConfigFile.
 func FuzzConfigFile(f *testing.F) {
 	for _, s := range []struct {
@@ -42,48 +39,30 @@ func FuzzConfigFile(f *testing.F) {
 		if err := os.WriteFile(path, data, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		cfg := defaultRunConfig()
-		if err := loadConfigFile(path, &cfg); err != nil {
+		values, err := readConfigFile(path)
+		if err != nil {
 			if !strings.Contains(err.Error(), "config") {
 				t.Fatalf("error without context: %v", err)
 			}
 			return
 		}
-		if err := cfg.validate(); err != nil && err.Error() == "" {
-			t.Fatal("validation failed without a message")
+		if isTOML {
+			return
 		}
 		// What was accepted survives being written out and read back.
-		var out []byte
-		var err error
-		if isTOML {
-			var b strings.Builder
-			err = toml.NewEncoder(&b).Encode(cfg)
-			out = []byte(b.String())
-		} else {
-			out, err = json.Marshal(cfg)
-		}
+		out, err := json.Marshal(values)
 		if err != nil {
-			return // not every accepted string has an encoding (TOML and NUL)
+			t.Fatalf("accepted %q, cannot write it back: %v", data, err)
 		}
 		if err := os.WriteFile(path, out, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		again := defaultRunConfig()
-		if err := loadConfigFile(path, &again); err != nil {
+		again, err := readConfigFile(path)
+		if err != nil {
 			t.Fatalf("re-read of %q: %v", out, err)
 		}
-		if !reflect.DeepEqual(normalize(again), normalize(cfg)) {
-			t.Fatalf("round trip differs:\n %+v\n %+v", cfg, again)
+		if !reflect.DeepEqual(again, values) {
+			t.Fatalf("round trip differs:\n %v\n %v", values, again)
 		}
 	})
-}
-
-// normalize treats a nil and an empty list alike.
-func normalize(c runConfig) runConfig {
-	for _, l := range []*[]string{&c.Listen, &c.Bootstrap, &c.EtcdEndpoints} {
-		if len(*l) == 0 {
-			*l = nil
-		}
-	}
-	return c
 }
