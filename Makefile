@@ -32,7 +32,7 @@ fuzz:
 SOAK_CHECKS ?= 1000
 SOAK_KILLS ?= 50
 soak:
-	go test -race -count=1 -v -timeout 60m ./internal/modeltest/ -rapid.checks=$(SOAK_CHECKS) -rapid.steps=100
+	go test -race -count=1 -v -timeout 60m ./internal/modeltest/ -rapid.checks=$(SOAK_CHECKS) -rapid.steps=100 -model.restarts
 	go test -race -count=5 -v -timeout 60m -run 'Linearizable' ./internal/linearize/
 	PEERSTATE_CRASH_KILLS=$(SOAK_KILLS) PEERSTATE_ROLLING_ROUNDS=5 PEERSTATE_FLOOD_WRITES=2000 \
 		go test -race -count=1 -v -timeout 60m -run 'TestCrash_|TestCluster_|TestFlood_' ./integration/
