@@ -1,4 +1,4 @@
-.PHONY: test vet fuzz bench bench-store bench-replication
+.PHONY: test vet fuzz soak bench bench-store bench-replication
 
 FUZZTIME ?= 30s
 BENCHTIME ?= 2s
@@ -20,6 +20,24 @@ fuzz:
 	go test -run '^$$' -fuzz '^FuzzDecodeEnvelope$$' -fuzztime $(FUZZTIME) ./replica/
 	go test -run '^$$' -fuzz '^FuzzDecodeMessage$$' -fuzztime $(FUZZTIME) ./gossip/
 	go test -run '^$$' -fuzz '^FuzzParseTxn$$' -fuzztime $(FUZZTIME) ./api/
+	go test -run '^$$' -fuzz '^FuzzHandler$$' -fuzztime $(FUZZTIME) ./api/
+	go test -run '^$$' -fuzz '^FuzzPatternMatch$$' -fuzztime $(FUZZTIME) ./datastore/
+	go test -run '^$$' -fuzz '^FuzzReadSyncFrame$$' -fuzztime $(FUZZTIME) ./gossip/
+	go test -run '^$$' -fuzz '^FuzzConfigFile$$' -fuzztime $(FUZZTIME) ./cmd/peerstate/
+
+# The reliability suite, longer than CI runs it: many more rapid sequences,
+# SIGKILLs, rolling-restart rounds and flood writes. Each test logs its
+# figures (-v); grep for "linearizability:", "crash:", "rolling restarts:",
+# "partition/heal:", "etcd cluster:", "disk full:", "flood:".
+SOAK_CHECKS ?= 1000
+SOAK_KILLS ?= 50
+soak:
+	go test -race -count=1 -v -timeout 60m ./internal/modeltest/ -rapid.checks=$(SOAK_CHECKS) -rapid.steps=100 -model.restarts
+	go test -race -count=5 -v -timeout 60m -run 'Linearizable' ./internal/linearize/
+	PEERSTATE_CRASH_KILLS=$(SOAK_KILLS) PEERSTATE_ROLLING_ROUNDS=5 PEERSTATE_FLOOD_WRITES=2000 \
+		go test -race -count=1 -v -timeout 60m -run 'TestCrash_|TestCluster_|TestFlood_' ./integration/
+	go test -race -count=3 -v ./internal/diskfull/
+	PEERSTATE_DISKFULL_NO_MOUNT=1 go test -race -count=1 -v ./internal/diskfull/
 
 bench: bench-store bench-replication
 

@@ -2,6 +2,7 @@ package datastore
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -179,29 +180,40 @@ func (p Pattern) Match(key string) bool {
 }
 
 func matchSegs(pat, key []string) bool {
-	for len(pat) > 0 {
-		switch pat[0] {
-		case "**":
-			rest := pat[1:]
-			if len(rest) == 0 {
-				return true
-			}
-			for i := 0; i <= len(key); i++ {
-				if matchSegs(rest, key[i:]) {
-					return true
-				}
-			}
+	if slices.Contains(pat, "**") {
+		return matchGlobstar(pat, key)
+	}
+	if len(pat) != len(key) {
+		return false
+	}
+	for i, s := range pat {
+		if s != "*" && s != key[i] {
 			return false
-		case "*":
-			if len(key) == 0 {
-				return false
-			}
-		default:
-			if len(key) == 0 || key[0] != pat[0] {
-				return false
+		}
+	}
+	return true
+}
+
+// matchGlobstar matches a pattern with "**" segments in O(len(pat) ×
+// len(key)) steps: next[j] tells whether the rest of the pattern matches
+// key[j:]. (Trying every split of the key at every "**" is exponential in
+// their number, and patterns come from API clients.)
+func matchGlobstar(pat, key []string) bool {
+	next := make([]bool, len(key)+1)
+	cur := make([]bool, len(key)+1)
+	next[len(key)] = true
+	for i := len(pat) - 1; i >= 0; i-- {
+		for j := len(key); j >= 0; j-- {
+			switch pat[i] {
+			case "**":
+				cur[j] = next[j] || j < len(key) && cur[j+1]
+			case "*":
+				cur[j] = j < len(key) && next[j+1]
+			default:
+				cur[j] = j < len(key) && key[j] == pat[i] && next[j+1]
 			}
 		}
-		pat, key = pat[1:], key[1:]
+		next, cur = cur, next
 	}
-	return len(key) == 0
+	return next[0]
 }

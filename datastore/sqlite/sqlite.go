@@ -72,6 +72,10 @@ type Config struct {
 	// BusyTimeout is how long a connection waits for a lock held by another
 	// connection; 0 means 5 s.
 	BusyTimeout time.Duration
+	// MaxPages caps the database at this many pages (PRAGMA
+	// max_page_count): a commit that needs more fails with
+	// datastore.ErrStorageFull, as on a full disk. 0 means no cap.
+	MaxPages int64
 }
 
 // DefaultConfig returns the configuration Open uses for path.
@@ -90,7 +94,7 @@ func (c Config) Validate() error {
 	switch {
 	case c.Path == "":
 		return errors.New("sqlite: config: empty path")
-	case c.ReadConns < 0, c.MaxBatch < 0, c.BusyTimeout < 0, c.Options.MaxValueSize < 0:
+	case c.ReadConns < 0, c.MaxBatch < 0, c.BusyTimeout < 0, c.Options.MaxValueSize < 0, c.MaxPages < 0:
 		return errors.New("sqlite: config: negative size or timeout")
 	}
 	return nil
@@ -189,6 +193,12 @@ func OpenConfig(cfg Config) (_ *Store, err error) {
 	if err := quickCheck(ctx, conn, abs); err != nil {
 		conn.Close()
 		return nil, err
+	}
+	if cfg.MaxPages > 0 {
+		if _, err := conn.ExecContext(ctx, fmt.Sprintf("PRAGMA max_page_count = %d", cfg.MaxPages)); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("set max_page_count: %w", err)
+		}
 	}
 	if err := migrate(ctx, conn); err != nil {
 		conn.Close()

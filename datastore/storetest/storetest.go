@@ -62,6 +62,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"WatchCompacted", testWatchCompacted},
 		{"WatchSlowReader", testWatchSlowReader},
 		{"WatchEnds", testWatchEnds},
+		{"WatchChecker", testWatchChecker},
 		{"ConcurrentCASCounter", testConcurrentCASCounter},
 		{"ConcurrentWritersAndWatchers", testConcurrentWritersAndWatchers},
 		{"CancelledContext", testCancelledContext},
