@@ -340,6 +340,11 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
+// Fingerprinter is a Node that reports its state fingerprint (status).
+type Fingerprinter interface {
+	Fingerprint() (hex string, keys int)
+}
+
 // Readier is a Node that can tell whether it is ready to serve replicated
 // state: connected to peers and caught up with them.
 type Readier interface {
@@ -387,6 +392,9 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 			st.Addrs = addrs
 		}
 		st.Peers = len(s.node.Peers())
+		if f, ok := s.node.(Fingerprinter); ok {
+			st.Fingerprint, st.Keys = f.Fingerprint()
+		}
 	}
 	writeJSON(w, http.StatusOK, st)
 }

@@ -288,12 +288,21 @@ type Status struct {
 	StartedAt time.Time `json:"started_at"`    // when the server was made
 	Node      bool      `json:"node"`          // whether a p2p node runs
 	API       string    `json:"api,omitempty"` // the address the API listens on
+	// Fingerprint summarises the live replicated state (hex); peers whose
+	// fingerprints are equal hold the same state. Keys is how many keys it
+	// covers. Both are set when a p2p node runs.
+	Fingerprint string `json:"fingerprint,omitempty"`
+	Keys        int    `json:"keys,omitempty"`
 }
 
 // PeerInfo is a connected peer.
 type PeerInfo struct {
 	ID    string   `json:"id"`
 	Addrs []string `json:"addrs"`
+	// Matched says whether our state fingerprint equalled the peer's at the
+	// end of the last catch-up with it (when, MatchedAt); nil before one.
+	Matched   *bool      `json:"matched,omitempty"`
+	MatchedAt *time.Time `json:"matched_at,omitempty"`
 }
 
 // PeersResponse answers GET /v1/peers.

@@ -14,6 +14,27 @@
 // value as an ordinary Updated event. Clusters that need linearizable CAS
 // across machines use the etcd backend instead.
 //
+// "Higher version wins" favours the peer that wrote a key more often: a
+// write's version is the writer's version of the key plus one, so if a sets
+// /k twice (versions 1, 2) while b, having seen only version 1, sets it once
+// (version 2), the tie goes to the later timestamp; a's third write
+// (version 3) then wins over b's whatever the clocks say. Compare-and-set on
+// the version read detects a concurrent local writer; across machines use
+// the etcd backend.
+//
+// Integrity. Every change is signed by its origin (Config.Key) over a
+// canonical encoding of what orders and identifies it, and Apply checks the
+// signature on every path, so any peer may relay changes and none can forge
+// them. Sequence numbers count within a generation, new each time a replica
+// opens, so a peer that lost its store or runs from an old backup is never
+// taken for stale. What a peer merely claims moves nothing beyond what
+// signed data proves: watermarks stop at signed heads (Advance), a snapshot
+// drops neither our own writes nor anything younger than the grace period
+// (Reconcile), and versions are bounded by their timestamps
+// (Change.Validate) and never wrap (datastore.MaxVersion). State
+// fingerprints (StateFingerprint, Summarize, Items) let peers find and
+// repair any divergence.
+//
 // Deletes replicate as tombstones (a deleted key keeps its version), so a
 // delete is ordered like any write and a deleted value never comes back.
 //

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -376,7 +377,7 @@ func TestCLI_StatusAndPeers(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &fields); err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{"id", "addrs", "peers", "revision", "backend"} {
+	for _, f := range []string{"id", "addrs", "peers", "revision", "backend", "fingerprint", "keys"} {
 		if _, ok := fields[f]; !ok {
 			t.Errorf("status --json lacks %q: %s", f, r.stdout)
 		}
@@ -384,7 +385,8 @@ func TestCLI_StatusAndPeers(t *testing.T) {
 	if fields["backend"] != "memory" || fields["revision"] != float64(1) || fields["peers"] != float64(0) || fields["api"] != d.addr {
 		t.Fatalf("status --json = %s", r.stdout)
 	}
-	if r := execute(t, e, "", "status").want(t, exitOK, ""); !strings.Contains(r.stdout, "revision: 1\n") {
+	if r := execute(t, e, "", "status").want(t, exitOK, ""); !regexp.MustCompile(`(?m)^revision: +1$`).MatchString(r.stdout) ||
+		!regexp.MustCompile(`(?m)^fingerprint: +[0-9a-f]{32} \(1 keys\)$`).MatchString(r.stdout) {
 		t.Fatalf("status = %q", r.stdout)
 	}
 	if r := execute(t, e, "", "peers").want(t, exitOK, ""); r.stdout != "" {

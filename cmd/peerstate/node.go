@@ -74,10 +74,21 @@ func (a apiNode) Addrs() []string {
 	return out
 }
 
+// Fingerprint is the node's state fingerprint and the keys it covers.
+func (a apiNode) Fingerprint() (string, int) {
+	s := a.n.Replica().StateFingerprint()
+	return s.FP.String(), s.Count
+}
+
 func (a apiNode) Peers() []api.PeerInfo {
 	var out []api.PeerInfo
+	matches := a.n.Gossip().Matches()
 	for _, p := range a.n.Peers() {
 		info := api.PeerInfo{ID: p.ID.String()}
+		if m, ok := matches[p.ID]; ok {
+			matched, at := m.Matched, m.At.UTC()
+			info.Matched, info.MatchedAt = &matched, &at
+		}
 		for _, addr := range p.Addrs {
 			info.Addrs = append(info.Addrs, addr.String())
 		}

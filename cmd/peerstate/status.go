@@ -46,6 +46,9 @@ func statusCommand() *command {
 				fmt.Fprintf(tw, "peers:\t%d\n", st.Peers)
 				fmt.Fprintf(tw, "revision:\t%d\n", st.Revision)
 				fmt.Fprintf(tw, "backend:\t%s\n", st.Backend)
+				if st.Fingerprint != "" {
+					fmt.Fprintf(tw, "fingerprint:\t%s (%d keys)\n", st.Fingerprint, st.Keys)
+				}
 				fmt.Fprintf(tw, "api:\t%s\n", st.API)
 				fmt.Fprintf(tw, "version:\t%s\n", st.Version)
 				fmt.Fprintf(tw, "started:\t%s\n", st.StartedAt.Local().Format("2006-01-02 15:04:05 MST"))
