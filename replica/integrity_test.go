@@ -575,3 +575,33 @@ func TestIntegrity_RestartServesEarlierGenerations(t *testing.T) {
 		t.Fatalf("second catch-up sent %d", n)
 	}
 }
+
+// churning is a store whose revision moves between any two List calls, as
+// under a steady stream of writes.
+type churning struct {
+	datastore.Store
+	rev atomic.Uint64
+}
+
+func (c *churning) List(ctx context.Context, prefix string, opts datastore.ListOptions) (datastore.Page, error) {
+	p, err := c.Store.List(ctx, prefix, opts)
+	p.Revision = c.rev.Add(1)
+	return p, err
+}
+
+// A List that cannot read one consistent revision says so (a retryable
+// error) instead of returning a page whose revision guarantee failed.
+func TestIntegrity_ListNeverReturnsAnInconsistentPage(t *testing.T) {
+	ctx := context.Background()
+	local := &churning{Store: memory.New()}
+	r := open(t, "l", local)
+	for i := range 30 {
+		mustSet(t, r, fmt.Sprintf("/l/%02d", i), "v")
+	}
+	// A page of 25 needs several local pages of the 30 keys behind the
+	// bookkeeping; every one sees a new revision.
+	_, err := r.List(ctx, "/", datastore.ListOptions{Limit: 25})
+	if !errors.Is(err, datastore.ErrTxnFailed) || !datastore.Retryable(err) {
+		t.Fatalf("List over a store that never holds still: %v", err)
+	}
+}
