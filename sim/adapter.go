@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"slices"
 	"time"
 
@@ -41,7 +42,7 @@ func catchUp(ctx context.Context, a, b *replica.Replica, fn func([]change)) (n, 
 	cover, err := b.ChangesSince(ctx, have, a.Prefixes(), 256, func(cs []change) error {
 		n += len(cs)
 		bytes += changesSize(cs)
-		if _, err := a.Apply(ctx, b.ID(), cs); err != nil {
+		if _, err := a.Apply(ctx, b.ID(), cs); err != nil && !invalidChange(err) {
 			return err
 		}
 		fn(cs)
@@ -54,6 +55,10 @@ func catchUp(ctx context.Context, a, b *replica.Replica, fn func([]change)) (n, 
 	a.ObservePeer(b.ID(), cover)
 	return n, bytes, a.Advance(ctx, cover, b.Prefixes())
 }
+
+// invalidChange reports an Apply error that only rejected some changes
+// (the valid ones were applied), as a receiver would reject them.
+func invalidChange(err error) bool { return errors.Is(err, replica.ErrInvalidChange) }
 
 // current returns the replicated state of key on r.
 func current(ctx context.Context, r *replica.Replica, key string) (change, bool, error) {

@@ -76,6 +76,8 @@ type modelPeer struct {
 	backup datastore.Store
 	watch  *watchLog
 
+	ackedAtCrash int // writes acknowledged when it crashed
+	missed       int // writes acknowledged while it was down
 	restartedAt  time.Duration
 	restartBytes int
 	restartDone  bool
@@ -106,6 +108,7 @@ type model struct {
 	// counters
 	sent, sentBytes, dups, dropped        uint64
 	syncs, syncChanges, syncBytes, events uint64
+	rejected                              uint64
 	peakHeap                              uint64
 	restarts                              []*modelPeer
 	err                                   error
@@ -508,7 +511,8 @@ func (m *model) delay(size int) time.Duration {
 }
 
 func (m *model) deliver(from, to *modelPeer, msg *message) {
-	if !m.reachable(from, to) {
+	// A message in flight arrives even if its sender has gone since.
+	if !to.up || from.side != to.side {
 		m.dropped++
 		return
 	}
@@ -531,7 +535,10 @@ func (m *model) deliver(from, to *modelPeer, msg *message) {
 // apply applies changes from a peer and follows what the receiver holds.
 func (m *model) apply(to, from *modelPeer, cs []change) error {
 	if _, err := to.rep.Apply(m.ctx, from.id, cs); err != nil {
-		return fmt.Errorf("sim: %s applies from %s: %w", to.id, from.id, err)
+		if !invalidChange(err) {
+			return fmt.Errorf("sim: %s applies from %s: %w", to.id, from.id, err)
+		}
+		m.rejected++ // the valid ones are applied; the checks see the rest
 	}
 	return m.refresh(to, cs)
 }
@@ -632,6 +639,7 @@ func (m *model) crash(p *modelPeer) {
 	if !p.up || p.gone {
 		return
 	}
+	p.ackedAtCrash = len(m.changes)
 	// match is kept while down so it is right again when the peer returns.
 	m.setUp(p, false)
 	m.fail(p.rep.Close())
@@ -682,6 +690,7 @@ func (m *model) restart(p *modelPeer) {
 	}
 	m.setUp(p, true)
 	p.restartedAt, p.restartBytes, p.restartDone = m.now, 0, false
+	p.missed = len(m.changes) - p.ackedAtCrash
 	if p.match == len(m.keyNames) {
 		p.restartDone, p.restartedAt = true, time.Nanosecond
 	}

@@ -446,6 +446,7 @@ func (r *netRun) report(curve []CurvePoint, t0, lastWrite, converged time.Time) 
 	}
 	acked := slices.Clone(r.acked)
 	r.mu.Unlock()
+	f.ConcurrentWins = concurrentWins(acked)
 	slices.Sort(keys)
 	var msgs, bytes uint64
 	for _, p := range r.peers {

@@ -28,7 +28,11 @@ type Figures struct {
 	Conflicts int `json:"conflicts"` // CAS and create attempts refused locally
 	Keys      int `json:"keys"`      // distinct keys written
 	Deletes   int `json:"deletes"`   // deletes of hot workload keys
-	Samples   int `json:"samples"`   // (write, peer) visibility samples
+	// ConcurrentWins counts acknowledged writes that share their key and
+	// version with another one: CAS (or create) winners on different peers
+	// at the same moment, ordered afterwards by HLC and origin.
+	ConcurrentWins int `json:"concurrent_wins"`
+	Samples        int `json:"samples"` // (write, peer) visibility samples
 
 	// Write-to-visible latency over every (write, other peer) pair, in
 	// milliseconds; WorstPeerP99 is the highest per-peer p99.
@@ -45,7 +49,9 @@ type Figures struct {
 	MessagesPerUpdatePerPeer float64 `json:"messages_per_update_per_peer"`
 	BytesPerUpdatePerPeer    float64 `json:"bytes_per_update_per_peer"`
 	Duplicates               uint64  `json:"duplicates"`
-	Dropped                  uint64  `json:"dropped"`
+	// Rejected counts changes a receiver refused as invalid.
+	Rejected uint64 `json:"rejected"`
+	Dropped  uint64 `json:"dropped"`
 
 	// Catch-up: rounds, changes and bytes streamed.
 	CatchUps       uint64 `json:"catch_ups"`
@@ -62,9 +68,32 @@ type Figures struct {
 	Curve              []CurvePoint    `json:"curve"`
 }
 
+// concurrentWins counts the acknowledged writes that share key and version.
+func concurrentWins(acked []change) int {
+	type kv struct {
+		key     string
+		version uint64
+	}
+	n := map[kv]int{}
+	for _, c := range acked {
+		n[kv{c.Key, c.Version}]++
+	}
+	wins := 0
+	for _, k := range n {
+		if k > 1 {
+			wins += k
+		}
+	}
+	return wins
+}
+
+// round3 rounds to three decimals (a microsecond, for milliseconds).
+func round3(x float64) float64 { return math.Round(x*1000) / 1000 }
+
 // RestartFigure is one restarted peer's catch-up.
 type RestartFigure struct {
 	Peer         string  `json:"peer"`
+	Missed       int     `json:"missed"`     // writes acknowledged while it was down
 	CatchUpS     float64 `json:"catch_up_s"` // from restart until it held everything; -1: never
 	CatchUpBytes int     `json:"catch_up_bytes"`
 }
@@ -133,13 +162,14 @@ func latencyFigures(f *Figures, perPeer map[int][]float32) {
 	}
 	slices.Sort(all)
 	f.Samples = len(all)
-	f.VisibleP50, f.VisibleP95, f.VisibleP99 = quantile(all, 0.5), quantile(all, 0.95), quantile(all, 0.99)
+	f.VisibleP50, f.VisibleP95, f.VisibleP99 = round3(quantile(all, 0.5)), round3(quantile(all, 0.95)), round3(quantile(all, 0.99))
 	if len(all) > 0 {
-		f.VisibleMax = all[len(all)-1]
+		f.VisibleMax = round3(all[len(all)-1])
 	}
+	f.WorstPeerP99 = round3(f.WorstPeerP99)
 	f.Quantiles = make([]float64, 101)
 	for i := range f.Quantiles {
-		f.Quantiles[i] = quantile(all, float64(i)/100)
+		f.Quantiles[i] = round3(quantile(all, float64(i)/100))
 	}
 }
 
@@ -149,7 +179,7 @@ func (m *model) report() (*Report, error) {
 	f := Figures{
 		Writes: m.wl.Writes, Acked: len(m.changes), Conflicts: m.wl.Conflicts,
 		Keys: len(m.keyNames), Deletes: m.wl.Deletes,
-		Duplicates: m.dups, Dropped: m.dropped,
+		Duplicates: m.dups, Dropped: m.dropped, Rejected: m.rejected,
 		CatchUps: m.syncs, CatchUpChanges: m.syncChanges, CatchUpBytes: m.syncBytes,
 		Curve: m.curve, ConvergedAt: -1, ConvergeAfterWrite: -1,
 	}
@@ -174,7 +204,7 @@ func (m *model) report() (*Report, error) {
 		}
 	}
 	for _, p := range m.restarts {
-		rf := RestartFigure{Peer: p.id, CatchUpS: -1, CatchUpBytes: p.restartBytes}
+		rf := RestartFigure{Peer: p.id, Missed: p.missed, CatchUpS: -1, CatchUpBytes: p.restartBytes}
 		if p.restartDone {
 			rf.CatchUpS = p.restartedAt.Seconds()
 		}
@@ -194,6 +224,7 @@ func (m *model) report() (*Report, error) {
 	for i, tc := range m.changes {
 		acked[i] = tc.c
 	}
+	f.ConcurrentWins = concurrentWins(acked)
 	checks, err := runChecks(ctx, reps, acked, best)
 	if err != nil {
 		return nil, err

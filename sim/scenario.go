@@ -272,8 +272,8 @@ func (s Scenario) Validate() error {
 		if r.Down <= 0 || r.At < 0 || r.Spread < 0 || r.Backup < 0 {
 			return bad("restart needs a positive down time")
 		}
-		if r.FromBackup && s.Level == LevelNetwork {
-			return bad("restart from backup is for the model level")
+		if s.Level == LevelNetwork {
+			return bad("restarts are for the model level")
 		}
 	}
 	if c := s.Churn; c != nil {
@@ -283,9 +283,6 @@ func (s Scenario) Validate() error {
 		if s.Level == LevelNetwork {
 			return bad("churn is for the model level")
 		}
-	}
-	if s.Level == LevelNetwork && s.Partition != nil {
-		return bad("partitions are for the model level (simnet has no firewall between public hosts)")
 	}
 	return nil
 }
