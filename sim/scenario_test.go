@@ -59,13 +59,15 @@ func TestLoadScenario_Bad(t *testing.T) {
 
 func TestScenario_Validate(t *testing.T) {
 	for name, mod := range map[string]func(*Scenario){
-		"level":          func(s *Scenario) { s.Level = "cloud" },
-		"workload":       func(s *Scenario) { s.Workload = "bulk" },
-		"one peer":       func(s *Scenario) { s.Peers = 1 },
-		"negative":       func(s *Scenario) { s.Writes = -1 },
-		"loss":           func(s *Scenario) { s.Loss = 1 },
-		"skew":           func(s *Scenario) { s.ClockSkew = Duration(time.Hour) },
-		"heal first":     func(s *Scenario) { s.Partition = &Partition{At: Duration(2 * time.Second), Heal: Duration(time.Second)} },
+		"level":    func(s *Scenario) { s.Level = "cloud" },
+		"workload": func(s *Scenario) { s.Workload = "bulk" },
+		"one peer": func(s *Scenario) { s.Peers = 1 },
+		"negative": func(s *Scenario) { s.Writes = -1 },
+		"loss":     func(s *Scenario) { s.Loss = 1 },
+		"skew":     func(s *Scenario) { s.ClockSkew = Duration(time.Hour) },
+		"heal first": func(s *Scenario) {
+			s.Partition = &Partition{At: Duration(2 * time.Second), Heal: Duration(time.Second)}
+		},
 		"restart all":    func(s *Scenario) { s.Restart = &Restart{Peers: 50, Down: Duration(time.Second)} },
 		"no down time":   func(s *Scenario) { s.Restart = &Restart{Peers: 1} },
 		"sqlite model":   func(s *Scenario) { s.Store = "sqlite" },
