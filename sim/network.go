@@ -64,6 +64,8 @@ type netRun struct {
 	peers []*netPeer
 	byID  map[peer.ID]*netPeer
 
+	timers sync.WaitGroup // reordered broadcasts still held back
+
 	mu      sync.Mutex // guards what follows: peers' goroutines report here
 	rng     *rand.Rand
 	side    map[peer.ID]int
@@ -98,9 +100,8 @@ func (g gate) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) {
 // seam is a peer's replica.Broadcaster: it records acknowledged writes and
 // injects loss, duplication and reordering before the gossip.
 type seam struct {
-	run  *netRun
-	p    *netPeer
-	held []change // a reordered batch, sent after the next one
+	run *netRun
+	p   *netPeer
 }
 
 func (s *seam) Broadcast(ctx context.Context, changes []change) error {
@@ -122,17 +123,22 @@ func (s *seam) Broadcast(ctx context.Context, changes []change) error {
 	if loss {
 		return nil
 	}
-	if reorder && s.held == nil {
-		s.held = slices.Clone(changes)
+	if reorder {
+		// Held back, so later batches overtake it.
+		r.mu.Lock()
+		delay := time.Duration(r.rng.Int64N(int64(r.sc.ReorderDelay) + 1))
+		r.mu.Unlock()
+		held := slices.Clone(changes)
+		r.timers.Add(1)
+		time.AfterFunc(delay, func() {
+			defer r.timers.Done()
+			_ = s.p.g.Broadcast(context.WithoutCancel(ctx), held)
+		})
 		return nil
 	}
 	err := s.p.g.Broadcast(ctx, changes)
 	if dup {
 		err = errors.Join(err, s.p.g.Broadcast(ctx, changes))
-	}
-	if s.held != nil {
-		err = errors.Join(err, s.p.g.Broadcast(ctx, s.held))
-		s.held = nil
 	}
 	if errors.Is(err, gossip.ErrQueueFull) {
 		return nil // catch-up repairs it
@@ -496,6 +502,7 @@ func (r *netRun) report(curve []CurvePoint, t0, lastWrite, converged time.Time) 
 
 // close tears every peer down in dependency order and waits.
 func (r *netRun) close() error {
+	r.timers.Wait()
 	var errs []error
 	for _, p := range r.peers {
 		if p.g != nil {

@@ -40,26 +40,31 @@ func runNet(t *testing.T, sc Scenario) *Report {
 }
 
 // TestNetwork_100Peers runs the real stack of 100 peers over simulated
-// libp2p with lossy, duplicating, reordering broadcasts.
+// libp2p, with duplicated and reordered broadcasts.
 func TestNetwork_100Peers(t *testing.T) {
 	sc := netScenario(100)
-	sc.Loss, sc.Duplicate, sc.Reorder = 0.05, 0.02, 0.02
+	sc.Duplicate, sc.Reorder = 0.05, 0.05
 	rep := runNet(t, sc)
 	f := rep.Figures
-	if f.Peers != 100 || f.Acked == 0 || f.Samples == 0 || f.MessagesPerUpdatePerPeer == 0 {
+	if f.Peers != 100 || f.Acked == 0 || f.MessagesPerUpdatePerPeer == 0 {
 		t.Fatalf("figures: %+v", summary(rep))
 	}
-	if f.Dropped == 0 || f.CatchUpChanges == 0 {
-		t.Fatalf("lost broadcasts were not repaired by catch-up: %+v", summary(rep))
+	// Every write reached every other peer.
+	if f.Samples < f.Acked*99*9/10 {
+		t.Fatalf("%d visibility samples for %d writes", f.Samples, f.Acked)
 	}
 }
 
 // TestNetwork_PartitionSQLite splits 12 peers on SQLite stores in two,
-// writes on both sides, heals and checks they converge.
+// writes on both sides with lossy broadcasts, heals and checks they
+// converge.
 func TestNetwork_PartitionSQLite(t *testing.T) {
 	sc := netScenario(12)
 	sc.Store = "sqlite"
 	sc.Writes = 100
+	sc.Loss = 0.1
+	sc.SyncInterval = Duration(time.Second)
+	sc.Settle = Duration(8 * time.Second)
 	sc.Window = Duration(6 * time.Second)
 	sc.Partition = &Partition{At: Duration(time.Second), Heal: Duration(4 * time.Second)}
 	rep := runNet(t, sc)
@@ -75,5 +80,8 @@ func TestNetwork_PartitionSQLite(t *testing.T) {
 	}
 	if f.ConvergeAfterHeal <= 0 {
 		t.Fatalf("converge after heal: %v", f.ConvergeAfterHeal)
+	}
+	if f.Dropped == 0 || f.CatchUpChanges == 0 {
+		t.Fatalf("lost broadcasts were not repaired by catch-up: %+v", summary(rep))
 	}
 }
