@@ -5,11 +5,12 @@ package sim
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/binary"
 	"errors"
+	"fmt"
 	"slices"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
 
 	"github.com/univrs/peerstate/datastore"
 	"github.com/univrs/peerstate/replica"
@@ -18,11 +19,11 @@ import (
 // change is what the simulation tracks of one replicated write.
 type change = replica.Change
 
-// openReplica wraps local as peer id's replica, its clock now and its
-// changes handed to bc.
-func openReplica(ctx context.Context, id string, local datastore.Store, now func() time.Time, bc replica.Broadcaster) (*replica.Replica, error) {
+// openReplica wraps local as the replica of the peer with identity key,
+// its clock now and its changes handed to bc.
+func openReplica(ctx context.Context, key crypto.PrivKey, local datastore.Store, now func() time.Time, bc replica.Broadcaster) (*replica.Replica, error) {
 	return replica.New(ctx, local, replica.Config{
-		ID:              id,
+		Key:             key,
 		Broadcaster:     bc,
 		Now:             now,
 		DeleteMissingOK: true,
@@ -38,7 +39,9 @@ func catchUp(ctx context.Context, a, b *replica.Replica, fn func([]change)) (n, 
 		return 0, 0, err
 	}
 	bytes = vectorSize(have)
-	b.ObservePeer(a.ID(), have)
+	if err := b.ObservePeer(ctx, a.ID(), have); err != nil {
+		return 0, bytes, err
+	}
 	cover, err := b.ChangesSince(ctx, have, a.Prefixes(), 256, func(cs []change) error {
 		n += len(cs)
 		bytes += changesSize(cs)
@@ -51,9 +54,18 @@ func catchUp(ctx context.Context, a, b *replica.Replica, fn func([]change)) (n, 
 	if err != nil {
 		return n, bytes, err
 	}
-	bytes += vectorSize(cover)
-	a.ObservePeer(b.ID(), cover)
-	return n, bytes, a.Advance(ctx, cover, b.Prefixes())
+	sources := make([]string, 0, len(cover))
+	for src := range cover {
+		sources = append(sources, src)
+	}
+	slices.Sort(sources)
+	heads := b.Heads(sources)
+	bytes += vectorSize(cover) + changesSize(heads)
+	if err := a.ObservePeer(ctx, b.ID(), cover); err != nil {
+		return n, bytes, err
+	}
+	_, err = a.Advance(ctx, cover, heads, b.Prefixes())
+	return n, bytes, err
 }
 
 // invalidChange reports an Apply error that only rejected some changes
@@ -65,56 +77,28 @@ func current(ctx context.Context, r *replica.Replica, key string) (change, bool,
 	return r.Current(ctx, key)
 }
 
-// fingerprint hashes r's whole replicated state, tombstones included: equal
+// fingerprint is r's state fingerprint (tombstones included): equal
 // fingerprints mean equal states.
-func fingerprint(ctx context.Context, r *replica.Replica) ([32]byte, error) {
-	var all []change
-	_, err := r.ChangesSince(ctx, replica.Vector{}, nil, 1024, func(cs []change) error {
-		all = append(all, cs...)
-		return nil
-	})
-	if err != nil {
-		return [32]byte{}, err
-	}
-	slices.SortFunc(all, func(a, b change) int {
-		switch {
-		case a.Key < b.Key:
-			return -1
-		case a.Key > b.Key:
-			return 1
-		}
-		return 0
-	})
-	h := sha256.New()
-	var num [8]byte
-	for _, c := range all {
-		h.Write([]byte(c.Key))
-		h.Write([]byte{0})
-		for _, v := range []uint64{c.Version, uint64(c.HLC), c.Seq, uint64(c.CreatedAt), uint64(c.UpdatedAt)} {
-			binary.BigEndian.PutUint64(num[:], v)
-			h.Write(num[:])
-		}
-		h.Write([]byte(c.Origin))
-		if c.Deleted {
-			h.Write([]byte{1})
-		} else {
-			h.Write([]byte{0})
-		}
-		binary.BigEndian.PutUint64(num[:], uint64(len(c.Value)))
-		h.Write(num[:])
-		h.Write(c.Value)
-	}
-	var out [32]byte
-	h.Sum(out[:0])
-	return out, nil
+func fingerprint(_ context.Context, r *replica.Replica) (string, error) {
+	sum := r.StateFingerprint()
+	return fmt.Sprintf("%x/%d", sum.FP[:], sum.Count), nil
 }
+
+// tracked identifies one write: its source (origin and generation) and
+// sequence number.
+type tracked struct {
+	source string
+	seq    uint64
+}
+
+func trackedOf(c change) tracked { return tracked{c.Source(), c.Seq} }
 
 // changesSize estimates the wire size of changes: key, value, origin and
 // the fixed-size fields, as the gossip message format carries them.
 func changesSize(cs []change) int {
 	n := 0
 	for _, c := range cs {
-		n += len(c.Key) + len(c.Value) + len(c.Origin) + 48
+		n += len(c.Key) + len(c.Value) + len(c.Origin) + len(c.Sig) + len(c.ValueHash) + 56
 	}
 	return n
 }
@@ -131,6 +115,4 @@ func vectorSize(v replica.Vector) int {
 func newer(c, d change) bool { return d.Less(c) }
 
 // sameChange reports whether c and d are one write.
-func sameChange(c, d change) bool {
-	return c.Origin == d.Origin && c.Seq == d.Seq && c.Version == d.Version && c.HLC == d.HLC
-}
+func sameChange(c, d change) bool { return c.Same(d) }

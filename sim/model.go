@@ -9,6 +9,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
+
 	"github.com/univrs/peerstate/datastore"
 	"github.com/univrs/peerstate/datastore/memory"
 	"github.com/univrs/peerstate/replica"
@@ -62,6 +64,7 @@ type message struct {
 type modelPeer struct {
 	idx    int
 	id     string
+	key    crypto.PrivKey
 	store  datastore.Store // the durable store, across restarts
 	rep    *replica.Replica
 	up     bool
@@ -92,8 +95,9 @@ type model struct {
 	end   time.Duration
 	queue eventQueue
 	seq   uint64
-	peers []*modelPeer
-	upN   int
+	peers  []*modelPeer
+	idList []string
+	upN    int
 	msgID uint64
 
 	tracker
@@ -120,13 +124,8 @@ type tracker struct {
 	keys     map[string]int32
 	keyNames []string
 	best     []int32 // per key: the newest acknowledged write
-	ids      map[origSeq]int32
+	ids      map[tracked]int32
 	changes  []trackedChange
-}
-
-type origSeq struct {
-	origin string
-	seq    uint64
 }
 
 type trackedChange struct {
@@ -145,8 +144,6 @@ func (m *model) clock(p *modelPeer) func() time.Time {
 	return func() time.Time { return epoch.Add(m.now + p.skew) }
 }
 
-func peerID(i int) string { return fmt.Sprintf("peer-%05d", i) }
-
 // runModel runs a scenario at the model level.
 func runModel(ctx context.Context, sc Scenario, progress func(done, total time.Duration)) (*Report, error) {
 	m := &model{
@@ -155,7 +152,7 @@ func runModel(ctx context.Context, sc Scenario, progress func(done, total time.D
 		rng:         rand.New(rand.NewPCG(sc.Seed, 0x5eed)),
 		convergedAt: -1,
 		progress:    progress,
-		tracker:     tracker{keys: map[string]int32{}, ids: map[origSeq]int32{}},
+		tracker:     tracker{keys: map[string]int32{}, ids: map[tracked]int32{}},
 	}
 	start := time.Now()
 	defer m.closeAll()
@@ -233,16 +230,20 @@ func (m *model) setup() error {
 // addPeer creates the next peer, up and empty.
 func (m *model) addPeer(joined bool) error {
 	idx := len(m.peers)
-	p := &modelPeer{idx: idx, id: peerID(idx), up: true, joined: joined, seen: map[uint64]struct{}{}}
+	key, err := peerKey(m.sc.Seed, idx)
+	if err != nil {
+		return fmt.Errorf("sim: key: %w", err)
+	}
+	p := &modelPeer{idx: idx, key: key, up: true, joined: joined, seen: map[uint64]struct{}{}}
 	if m.sc.ClockSkew > 0 {
 		p.skew = time.Duration(m.rng.Int64N(2*int64(m.sc.ClockSkew)+1)) - m.sc.ClockSkew.D()
 	}
 	p.store = memory.New(datastore.WithClock(m.clock(p)), datastore.WithDeleteMissingOK())
-	rep, err := openReplica(m.ctx, p.id, disk{p.store}, m.clock(p), broadcaster{m, p})
+	rep, err := openReplica(m.ctx, key, disk{p.store}, m.clock(p), broadcaster{m, p})
 	if err != nil {
-		return fmt.Errorf("sim: open %s: %w", p.id, err)
+		return fmt.Errorf("sim: open peer %d: %w", idx, err)
 	}
-	p.rep = rep
+	p.rep, p.id = rep, rep.ID()
 	p.state = make([]int32, len(m.keyNames))
 	for k := range p.state {
 		p.state[k] = -1
@@ -414,7 +415,7 @@ func (m *model) track(p *modelPeer, c change) int32 {
 	k := m.keyIndex(c.Key)
 	id := int32(len(m.changes))
 	m.changes = append(m.changes, trackedChange{c: c, key: k, origin: p.idx, at: m.now})
-	m.ids[origSeq{c.Origin, c.Seq}] = id
+	m.ids[trackedOf(c)] = id
 	m.lastWrite = m.now
 	if old := m.best[k]; old < 0 || newer(c, m.changes[old].c) {
 		m.best[k] = id
@@ -553,7 +554,7 @@ func (m *model) refresh(p *modelPeer, cs []change) error {
 		if !ok {
 			continue
 		}
-		if id, ok := m.ids[origSeq{cur.Origin, cur.Seq}]; ok {
+		if id, ok := m.ids[trackedOf(cur)]; ok {
 			m.hold(p, cur.Key, id)
 		}
 	}
@@ -663,7 +664,7 @@ func (m *model) restart(p *modelPeer) {
 		m.fail(p.store.Close())
 		p.store, p.backup = p.backup, nil
 	}
-	rep, err := openReplica(m.ctx, p.id, disk{p.store}, m.clock(p), broadcaster{m, p})
+	rep, err := openReplica(m.ctx, p.key, disk{p.store}, m.clock(p), broadcaster{m, p})
 	if err != nil {
 		m.fail(fmt.Errorf("sim: restart %s: %w", p.id, err))
 		return
@@ -681,7 +682,7 @@ func (m *model) restart(p *modelPeer) {
 		if !ok {
 			continue
 		}
-		if id, ok := m.ids[origSeq{cur.Origin, cur.Seq}]; ok {
+		if id, ok := m.ids[trackedOf(cur)]; ok {
 			p.state[k] = id
 			if id == m.best[k] {
 				p.match++

@@ -321,7 +321,7 @@ func (r *netRun) addPeer(i int, link simnet.NodeBiDiLinkSettings) error {
 		local = memory.New(datastore.WithDeleteMissingOK())
 	}
 	bc := &seam{run: r, p: p}
-	if p.rep, err = openReplica(r.ctx, p.id, local, time.Now, bc); err != nil {
+	if p.rep, err = openReplica(r.ctx, priv, local, time.Now, bc); err != nil {
 		_ = local.Close()
 		return fmt.Errorf("sim: replica %d: %w", i, err)
 	}
@@ -398,7 +398,11 @@ func (r *netRun) heal() error {
 // write does the next write of the workload on a random writer.
 func (r *netRun) write() error {
 	p := r.peers[r.wl.rng.IntN(r.sc.Writers)]
-	return r.wl.do(r.ctx, p.rep, p.id, len(r.peers))
+	ids := make([]string, len(r.peers))
+	for i, q := range r.peers {
+		ids[i] = q.id
+	}
+	return r.wl.do(r.ctx, p.rep, p.id, ids)
 }
 
 // observe follows a watch event on peer p: visibility latency and what the

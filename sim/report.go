@@ -2,7 +2,6 @@ package sim
 
 import (
 	"context"
-	"encoding/hex"
 	"fmt"
 	"math"
 	"slices"
@@ -275,8 +274,8 @@ func finalStates(ctx context.Context, r *replica.Replica, keys []string) (map[st
 // acknowledged write.
 func runChecks(ctx context.Context, peers []replicaView, acked []change, best map[string]change) (Checks, error) {
 	var c Checks
-	groups := map[[32]byte]replicaView{}
-	var order [][32]byte
+	groups := map[string]replicaView{}
+	var order []string
 	for _, p := range peers {
 		fp, err := fingerprint(ctx, p.r)
 		if err != nil {
@@ -289,7 +288,7 @@ func runChecks(ctx context.Context, peers []replicaView, acked []change, best ma
 	}
 	c.States = len(groups)
 	if len(order) > 0 {
-		c.Fingerprint = hex.EncodeToString(order[0][:8])
+		c.Fingerprint = order[0][:16]
 	}
 	if c.States > 1 {
 		c.Failures = append(c.Failures, fmt.Sprintf("peers end in %d different states", c.States))

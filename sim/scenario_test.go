@@ -95,12 +95,20 @@ func TestChecks_Detect(t *testing.T) {
 	now := func() time.Time { return epoch }
 	var acked []change
 	rec := recorder{&acked}
-	a, err := openReplica(ctx, "a", memory.New(), now, rec)
+	ka, err := peerKey(1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := peerKey(1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := openReplica(ctx, ka, memory.New(), now, rec)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	b, err := openReplica(ctx, "b", memory.New(), now, nil)
+	b, err := openReplica(ctx, kb, memory.New(), now, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +116,7 @@ func TestChecks_Detect(t *testing.T) {
 	if _, err := a.Set(ctx, "/k/1", []byte("x")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Apply(ctx, "a", acked); err != nil {
+	if _, err := b.Apply(ctx, a.ID(), acked); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := a.Set(ctx, "/k/2", []byte("y")); err != nil { // b misses it

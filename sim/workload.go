@@ -72,15 +72,16 @@ func (w *workload) valueFor(writer string) []byte {
 	return v
 }
 
-// do runs one write of the workload on store s of peer self (of n peers).
-func (w *workload) do(ctx context.Context, s datastore.Store, self string, peers int) error {
+// do runs one write of the workload on store s of peer self; peers lists
+// every peer's ID.
+func (w *workload) do(ctx context.Context, s datastore.Store, self string, peers []string) error {
 	w.Writes++
 	var err error
 	switch w.pick() {
 	case opInfo:
 		_, err = s.Set(ctx, "/peers/"+self+"/info", w.valueFor(self))
 	case opReputation:
-		target := peerID(w.rng.IntN(peers))
+		target := peers[w.rng.IntN(len(peers))]
 		_, err = s.Set(ctx, "/peers/"+target+"/reputation", w.valueFor(self))
 	case opTopic:
 		topic := fmt.Sprintf("/topics/t%d/log/%s-%07d", w.rng.IntN(4), self, w.n)
@@ -124,6 +125,17 @@ func (w *workload) workloadOp(ctx context.Context, s datastore.Store, self strin
 	return err
 }
 
+// peerIDs returns every peer's ID, cached until a peer joins.
+func (m *model) peerIDs() []string {
+	if len(m.idList) != len(m.peers) {
+		m.idList = m.idList[:0]
+		for _, p := range m.peers {
+			m.idList = append(m.idList, p.id)
+		}
+	}
+	return m.idList
+}
+
 // write is the model's scheduled write: a random up writer does one op.
 func (m *model) write() {
 	n := m.sc.Writers
@@ -131,7 +143,7 @@ func (m *model) write() {
 	for i := range n {
 		p := m.peers[(start+i)%n]
 		if p.up {
-			m.fail(m.wl.do(m.ctx, p.rep, p.id, len(m.peers)))
+			m.fail(m.wl.do(m.ctx, p.rep, p.id, m.peerIDs()))
 			return
 		}
 	}
