@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"time"
 
@@ -66,6 +67,16 @@ func catchUp(ctx context.Context, a, b *replica.Replica, fn func([]change)) (n, 
 	}
 	_, err = a.Advance(ctx, cover, heads, b.Prefixes())
 	return n, bytes, err
+}
+
+// peerKey derives peer i's identity from the seed, so runs with one seed
+// have the same peer IDs.
+func peerKey(seed uint64, i int) (crypto.PrivKey, error) {
+	src := rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8), byte(seed >> 16), byte(seed >> 24),
+		byte(seed >> 32), byte(seed >> 40), byte(seed >> 48), byte(seed >> 56),
+		byte(i), byte(i >> 8), byte(i >> 16), byte(i >> 24)})
+	priv, _, err := crypto.GenerateEd25519Key(src)
+	return priv, err
 }
 
 // invalidChange reports an Apply error that only rejected some changes

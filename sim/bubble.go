@@ -3,7 +3,6 @@ package sim
 import (
 	"context"
 	"fmt"
-	"runtime"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -38,7 +37,5 @@ func RunNetwork(ctx context.Context, sc Scenario, opts Options) (*Report, error)
 		return nil, err
 	}
 	rep.Resources.Wall = time.Since(start)
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
 	return rep, nil
 }

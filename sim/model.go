@@ -88,17 +88,17 @@ type modelPeer struct {
 
 // model is one model-level run.
 type model struct {
-	ctx   context.Context
-	sc    Scenario
-	rng   *rand.Rand
-	now   time.Duration
-	end   time.Duration
-	queue eventQueue
-	seq   uint64
+	ctx    context.Context
+	sc     Scenario
+	rng    *rand.Rand
+	now    time.Duration
+	end    time.Duration
+	queue  eventQueue
+	seq    uint64
 	peers  []*modelPeer
 	idList []string
 	upN    int
-	msgID uint64
+	msgID  uint64
 
 	tracker
 	wl *workload
@@ -175,11 +175,10 @@ func runModel(ctx context.Context, sc Scenario, progress func(done, total time.D
 
 func (m *model) setup() error {
 	sc := m.sc
-	for i := range sc.Peers {
+	for range sc.Peers {
 		if err := m.addPeer(false); err != nil {
 			return err
 		}
-		_ = i
 	}
 	// Mesh: a ring, so the mesh is connected, plus random links up to
 	// about Fanout per peer.
@@ -250,7 +249,6 @@ func (m *model) addPeer(joined bool) error {
 	}
 	m.peers = append(m.peers, p)
 	m.upN++
-	m.totalMatch += 0
 	return nil
 }
 

@@ -15,7 +15,6 @@ import (
 	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/control"
-	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -260,16 +259,6 @@ func runNetwork(ctx context.Context, sc Scenario, progress func(done, total time
 	}
 	rep.Resources.PeakHeap = peak
 	return rep, nil
-}
-
-// peerKey derives peer i's identity from the seed, so runs with one seed
-// have the same peer IDs.
-func peerKey(seed uint64, i int) (crypto.PrivKey, error) {
-	src := rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8), byte(seed >> 16), byte(seed >> 24),
-		byte(seed >> 32), byte(seed >> 40), byte(seed >> 48), byte(seed >> 56),
-		byte(i), byte(i >> 8), byte(i >> 16), byte(i >> 24)})
-	priv, _, err := crypto.GenerateEd25519Key(src)
-	return priv, err
 }
 
 func (r *netRun) gossipConfig() gossip.Config {

@@ -42,7 +42,11 @@ func runNet(t *testing.T, sc Scenario) *Report {
 // TestNetwork_100Peers runs the real stack of 100 peers over simulated
 // libp2p, with duplicated and reordered broadcasts.
 func TestNetwork_100Peers(t *testing.T) {
+	// Short, so it stays within a few minutes under -race.
 	sc := netScenario(100)
+	sc.Writes = 100
+	sc.Window = Duration(2 * time.Second)
+	sc.Settle = Duration(4 * time.Second)
 	sc.Duplicate, sc.Reorder = 0.05, 0.05
 	rep := runNet(t, sc)
 	f := rep.Figures

@@ -146,6 +146,24 @@ func TestModel_Churn(t *testing.T) {
 	}
 }
 
+// TestModel_RestartFromBackup restarts peers from a copy of their store a
+// second old: their new generation keeps their later writes from being
+// taken for stale ones, and peers hand back what the backup lacked.
+func TestModel_RestartFromBackup(t *testing.T) {
+	sc := suiteScenario()
+	sc.Peers, sc.Writes = 20, 200
+	sc.Restart = &Restart{Peers: 2, At: Duration(time.Second), Down: Duration(2 * time.Second), FromBackup: true, Backup: Duration(time.Second)}
+	rep := runTwice(t, sc)
+	for _, r := range rep.Figures.Restarted {
+		if r.CatchUpS < 0 || r.CatchUpBytes == 0 {
+			t.Fatalf("restarted peer: %+v", r)
+		}
+	}
+	if len(rep.Figures.Restarted) != 2 {
+		t.Fatalf("restarted: %+v", rep.Figures.Restarted)
+	}
+}
+
 func TestModel_SeedsDiffer(t *testing.T) {
 	sc := suiteScenario()
 	sc.Peers, sc.Writes = 10, 100
