@@ -190,7 +190,12 @@ func (m *model) setup() error {
 	}
 	m.wl = newWorkload(m.sc, m.rng)
 	var restartSet, churnSet []int
-	perm := m.rng.Perm(sc.Peers)
+	// The first Watchers peers keep a watch (and a long change log, so
+	// the watch never falls behind it); faults pick among the others.
+	perm := m.rng.Perm(sc.Peers - m.watchers())
+	for i := range perm {
+		perm[i] += m.watchers()
+	}
 	next := 0
 	take := func(n int) []int {
 		n = min(n, len(perm)-next)
@@ -204,7 +209,7 @@ func (m *model) setup() error {
 	if c := sc.Churn; c != nil {
 		churnSet = take(c.Leave)
 	}
-	for _, i := range take(sc.Watchers) {
+	for i := range m.watchers() {
 		w, err := startWatch(m.ctx, m.peers[i].rep)
 		if err != nil {
 			return err
@@ -237,7 +242,7 @@ func (m *model) addPeer(joined bool) error {
 	if m.sc.ClockSkew > 0 {
 		p.skew = time.Duration(m.rng.Int64N(2*int64(m.sc.ClockSkew)+1)) - m.sc.ClockSkew.D()
 	}
-	p.store = memory.New(datastore.WithClock(m.clock(p)), datastore.WithDeleteMissingOK())
+	p.store = m.newStore(p)
 	rep, err := openReplica(m.ctx, key, disk{p.store}, m.clock(p), broadcaster{m, p})
 	if err != nil {
 		return fmt.Errorf("sim: open peer %d: %w", idx, err)
@@ -250,6 +255,19 @@ func (m *model) addPeer(joined bool) error {
 	m.peers = append(m.peers, p)
 	m.upN++
 	return nil
+}
+
+func (m *model) watchers() int { return min(m.sc.Watchers, m.sc.Peers) }
+
+// newStore returns a store for p. Only watched peers need the default
+// change log; the others keep a short one, which is most of a peer's memory
+// in a 10,000-peer run.
+func (m *model) newStore(p *modelPeer) datastore.Store {
+	opts := []datastore.Option{datastore.WithClock(m.clock(p)), datastore.WithDeleteMissingOK()}
+	if p.idx >= m.watchers() {
+		opts = append(opts, datastore.WithChangeLogRetention(64))
+	}
+	return memory.New(opts...)
 }
 
 func (m *model) link(a, b int) {
@@ -646,7 +664,7 @@ func (m *model) crash(p *modelPeer) {
 }
 
 func (m *model) takeBackup(p *modelPeer) {
-	b := memory.New(datastore.WithClock(m.clock(p)), datastore.WithDeleteMissingOK())
+	b := m.newStore(p)
 	if err := copyStore(m.ctx, p.store, b); err != nil {
 		m.fail(err)
 		return
