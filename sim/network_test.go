@@ -48,6 +48,9 @@ func TestNetwork_100Peers(t *testing.T) {
 	sc.Window = Duration(2 * time.Second)
 	sc.Settle = Duration(4 * time.Second)
 	sc.Duplicate, sc.Reorder = 0.05, 0.05
+	if raceEnabled {
+		sc.Writes, sc.Settle = 50, Duration(3*time.Second)
+	}
 	rep := runNet(t, sc)
 	f := rep.Figures
 	if f.Peers != 100 || f.Acked == 0 || f.MessagesPerUpdatePerPeer == 0 {

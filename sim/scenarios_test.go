@@ -15,6 +15,11 @@ func suiteScenario() Scenario {
 	sc.Writes = 300
 	sc.Window = Duration(4 * time.Second)
 	sc.Settle = Duration(6 * time.Second)
+	if raceEnabled {
+		sc.Writes = 120
+		sc.Window = Duration(2 * time.Second)
+		sc.Settle = Duration(5 * time.Second)
+	}
 	return sc
 }
 
@@ -85,6 +90,7 @@ func TestModel_LossDuplicationReorder(t *testing.T) {
 func TestModel_PartitionHeal(t *testing.T) {
 	sc := suiteScenario()
 	sc.Window = Duration(6 * time.Second)
+	sc.Settle = Duration(6 * time.Second)
 	sc.Partition = &Partition{At: Duration(1500 * time.Millisecond), Heal: Duration(4500 * time.Millisecond)}
 	rep := runTwice(t, sc)
 	f := rep.Figures
@@ -107,8 +113,12 @@ func TestModel_RestartAfterMissingThousands(t *testing.T) {
 	sc := suiteScenario()
 	// Fewer peers keep thousands of writes affordable under -race.
 	sc.Peers = 20
+	if raceEnabled {
+		sc.Peers = 8
+	}
 	sc.Writes = 2400
 	sc.Window = Duration(6 * time.Second)
+	sc.Settle = Duration(6 * time.Second)
 	sc.Restart = &Restart{Peers: 1, At: Duration(300 * time.Millisecond), Down: Duration(5600 * time.Millisecond)}
 	rep := runTwice(t, sc)
 	f := rep.Figures
@@ -130,6 +140,9 @@ func TestModel_CASContention(t *testing.T) {
 	sc.HotKeys = 4
 	sc.Writes = 300
 	sc.Window = Duration(2 * time.Second)
+	if raceEnabled {
+		sc.Writes = 150
+	}
 	rep := runTwice(t, sc)
 	f := rep.Figures
 	if f.ConcurrentWins == 0 || f.Deletes == 0 {
