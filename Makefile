@@ -38,8 +38,8 @@ sim-large: sim-model-10k sim-network-1k
 
 sim-model-10k:
 	go build -o bin/peerstate ./cmd/peerstate
-	$(SIMTIME) ./bin/peerstate sim --quiet --level model --peers 10000 --writers 100 --writes 1000 \
-		--window 10s --settle 20s --loss 0.05 --dup 0.02 --reorder 0.02 --sync-interval 5s --sample 1s
+	$(SIMTIME) ./bin/peerstate sim --quiet --level model --peers 10000 --writers 50 --writes 200 \
+		--window 5s --settle 15s --loss 0.05 --dup 0.02 --reorder 0.02 --sync-interval 5s --sample 1s
 
 sim-network-1k:
 	go build -o bin/peerstate ./cmd/peerstate
