@@ -62,11 +62,14 @@ func TestNetwork_100Peers(t *testing.T) {
 	}
 }
 
-// TestNetwork_PartitionSQLite splits 12 peers on SQLite stores in two,
+// TestNetwork_PartitionSQLite splits 12 peers (8 under -race) on SQLite stores in two,
 // writes on both sides with lossy broadcasts, heals and checks they
 // converge.
 func TestNetwork_PartitionSQLite(t *testing.T) {
 	sc := netScenario(12)
+	if raceEnabled {
+		sc.Peers = 8
+	}
 	sc.Store = "sqlite"
 	sc.Writes = 100
 	sc.Loss = 0.1
