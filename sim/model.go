@@ -622,6 +622,7 @@ func (m *model) catchUp(a, b *modelPeer) {
 		return
 	}
 	m.syncs++
+	catching := a.restartedAt > 0 && !a.restartDone // before the stream completes it
 	n, bytes, err := catchUp(m.ctx, a.rep, b.rep, func(cs []change) {
 		if err := m.refresh(a, cs); err != nil {
 			m.fail(err)
@@ -633,7 +634,7 @@ func (m *model) catchUp(a, b *modelPeer) {
 	}
 	m.syncChanges += uint64(n)
 	m.syncBytes += uint64(bytes)
-	if a.restartedAt > 0 && !a.restartDone {
+	if catching {
 		a.restartBytes += bytes
 	}
 }
