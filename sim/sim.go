@@ -14,7 +14,8 @@
 //   - network: every peer runs the real stack — replica, gossip (pubsub push
 //     and the catch-up stream protocol) and a libp2p host — on go-libp2p's
 //     simulated network (x/simlibp2p over github.com/marcopolo/simnet),
-//     inside a testing/synctest bubble, so time is virtual too.
+//     inside a testing/synctest bubble in tests, so time is virtual too
+//     (outside a test, RunNetwork runs the same peers in real time).
 //
 // After every run the checks compare all peers' state fingerprints, look for
 // acknowledged writes lost and deleted keys come back, and verify the watch

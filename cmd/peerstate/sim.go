@@ -108,7 +108,8 @@ func simCommand() *command {
 flags given with a file override its fields. Time is virtual. The model level
 runs the real replica code of every peer over an in-process message layer and
 is exactly reproducible from --seed; the network level runs every peer's
-replica and gossip over libp2p on a simulated network (testing/synctest).
+replica and gossip over libp2p on a simulated network; the test suite runs it
+in a testing/synctest bubble (virtual time), this command in real time.
 
 After the run the checks compare every peer's state fingerprint, look for lost
 acknowledged writes and deleted keys come back, and verify watch streams; the
