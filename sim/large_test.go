@@ -28,7 +28,6 @@ func TestNetwork_Large(t *testing.T) {
 	sc.Settle = Duration(10 * time.Second)
 	sc.SyncInterval = Duration(5 * time.Second)
 	sc.Sample = Duration(time.Second)
-	sc.Loss = 0.02
 	start := time.Now()
 	rep := runNet(t, sc)
 	t.Logf("%d peers: wall %v, peak heap %d MiB", peers, time.Since(start), rep.Resources.PeakHeap>>20)
