@@ -1,4 +1,4 @@
-.PHONY: test vet fuzz soak bench bench-store bench-replication
+.PHONY: test vet fuzz soak bench bench-store bench-replication sim-large sim-model-10k sim-network-1k
 
 FUZZTIME ?= 30s
 BENCHTIME ?= 2s
@@ -48,3 +48,19 @@ bench-store:
 # 10 peers over loopback TCP: burst, paced latency next to raw pubsub, join, bytes per write.
 bench-replication:
 	go test -run '^$$' -bench . -benchtime 1x ./gossip/
+
+# Simulations too large for CI, measured with /usr/bin/time -v (wall time, peak RSS):
+# 10,000 peers at the model level, 1,000 at the network level.
+SIMTIME ?= /usr/bin/time -v
+sim-large: sim-model-10k sim-network-1k
+
+sim-model-10k:
+	go build -o bin/peerstate ./cmd/peerstate
+	$(SIMTIME) ./bin/peerstate sim --quiet --level model --peers 10000 --writers 50 --writes 200 \
+		--window 5s --settle 15s --loss 0.05 --dup 0.02 --reorder 0.02 --sync-interval 5s --sample 1s
+
+# The network level needs a synctest bubble, so a test (build tag simlarge) runs it.
+SIM_PEERS ?= 1000
+sim-network-1k:
+	go test -c -tags simlarge -o bin/sim.test ./sim/
+	cd sim && SIM_PEERS=$(SIM_PEERS) $(SIMTIME) ../bin/sim.test -test.run TestNetwork_Large -test.v -test.timeout 60m

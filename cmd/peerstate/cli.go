@@ -68,7 +68,7 @@ func commands() []*command {
 		watchCommand(), txnCommand(),
 		statusCommand(), peersCommand(), connectCommand(),
 		backupCommand(), restoreCommand(), exportCommand(), importCommand(),
-		benchCommand(), versionCommand(), completionCommand(), helpCommand(),
+		benchCommand(), simCommand(), versionCommand(), completionCommand(), helpCommand(),
 	}
 }
 

@@ -1,0 +1,97 @@
+package sim
+
+import (
+	"context"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// netScenario is a network-level scenario sized for the suite under -race.
+func netScenario(peers int) Scenario {
+	sc := DefaultScenario()
+	sc.Level = LevelNetwork
+	sc.Peers = peers
+	sc.Writes = 200
+	sc.Window = Duration(4 * time.Second)
+	sc.Settle = Duration(6 * time.Second)
+	sc.SyncInterval = Duration(3 * time.Second)
+	return sc
+}
+
+func runNet(t *testing.T, sc Scenario) *Report {
+	t.Helper()
+	var rep *Report
+	synctest.Test(t, func(t *testing.T) {
+		var err error
+		rep, err = Run(context.Background(), sc, Options{})
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	})
+	if t.Failed() {
+		t.FailNow()
+	}
+	if !rep.Checks.Passed() {
+		t.Fatalf("checks failed: %v %v", rep.Checks.Failures, rep.Checks.WatchErrors)
+	}
+	t.Logf("%+v", summary(rep))
+	return rep
+}
+
+// TestNetwork_100Peers runs the real stack of 100 peers over simulated
+// libp2p, with duplicated and reordered broadcasts.
+func TestNetwork_100Peers(t *testing.T) {
+	// Short, so it stays within a few minutes under -race.
+	sc := netScenario(100)
+	sc.Writes = 100
+	sc.Window = Duration(2 * time.Second)
+	sc.Settle = Duration(4 * time.Second)
+	sc.Duplicate, sc.Reorder = 0.05, 0.05
+	if raceEnabled {
+		sc.Writes, sc.Settle = 50, Duration(3*time.Second)
+	}
+	rep := runNet(t, sc)
+	f := rep.Figures
+	if f.Peers != 100 || f.Acked == 0 || f.MessagesPerUpdatePerPeer == 0 {
+		t.Fatalf("figures: %+v", summary(rep))
+	}
+	// Every write reached every other peer.
+	if f.Samples < f.Acked*99*9/10 {
+		t.Fatalf("%d visibility samples for %d writes", f.Samples, f.Acked)
+	}
+}
+
+// TestNetwork_PartitionSQLite splits 12 peers (8 under -race) on SQLite stores in two,
+// writes on both sides with lossy broadcasts, heals and checks they
+// converge.
+func TestNetwork_PartitionSQLite(t *testing.T) {
+	sc := netScenario(12)
+	if raceEnabled {
+		sc.Peers = 8
+	}
+	sc.Store = "sqlite"
+	sc.Writes = 100
+	sc.Loss = 0.1
+	sc.SyncInterval = Duration(time.Second)
+	sc.Settle = Duration(8 * time.Second)
+	sc.Window = Duration(6 * time.Second)
+	sc.Partition = &Partition{At: Duration(time.Second), Heal: Duration(4 * time.Second)}
+	rep := runNet(t, sc)
+	f := rep.Figures
+	low := 1.0
+	for _, p := range f.Curve {
+		if p.T > 2 && p.T < 4 {
+			low = min(low, p.Converged)
+		}
+	}
+	if low > 0.95 {
+		t.Fatalf("convergence stayed at %.2f during the partition", low)
+	}
+	if f.ConvergeAfterHeal <= 0 {
+		t.Fatalf("converge after heal: %v", f.ConvergeAfterHeal)
+	}
+	if f.Dropped == 0 || f.CatchUpChanges == 0 {
+		t.Fatalf("lost broadcasts were not repaired by catch-up: %+v", summary(rep))
+	}
+}
