@@ -605,3 +605,25 @@ func TestIntegrity_ListNeverReturnsAnInconsistentPage(t *testing.T) {
 		t.Fatalf("List over a store that never holds still: %v", err)
 	}
 }
+
+// A peer whose clock is behind the key's creator's still writes changes
+// every receiver takes: updated is never before created.
+func TestIntegrity_ClockBehindCreator(t *testing.T) {
+	ctx := context.Background()
+	now := time.Now()
+	var out captured
+	ahead := open(t, "ahead", memory.New(), func(c *replica.Config) {
+		c.Now = func() time.Time { return now.Add(30 * time.Second) }
+		c.Broadcaster = &out
+	})
+	behind := open(t, "behind", memory.New(), func(c *replica.Config) { c.Broadcaster = &out })
+	mustSet(t, ahead, "/k", "created ahead")
+	if _, err := behind.Apply(ctx, "ahead", out.changes); err != nil {
+		t.Fatal(err)
+	}
+	out.changes = nil
+	mustSet(t, behind, "/k", "updated behind")
+	if res, err := ahead.Apply(ctx, "behind", out.changes); err != nil || res.Applied != 1 {
+		t.Fatalf("the update from the peer behind: %+v, %v", res, err)
+	}
+}

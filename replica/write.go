@@ -149,6 +149,9 @@ func (r *Replica) planLocal(ctx context.Context, req engine.Request) (localWrite
 			HLC: r.clock.NextAfter(after), Origin: r.cfg.ID, Gen: r.gen,
 			CreatedAt: pw.CreatedAt.UnixNano(), UpdatedAt: pw.UpdatedAt.UnixNano(),
 		}
+		// A key created by a peer whose clock runs ahead must not look
+		// updated before it was created here: receivers reject that.
+		ch.UpdatedAt = max(ch.UpdatedAt, ch.CreatedAt)
 		if ch.Deleted {
 			ch.Value = nil
 		}
