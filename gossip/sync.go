@@ -470,7 +470,14 @@ func (g *Gossip) serveSync(ctx context.Context, s network.Stream, cs *countingSt
 		done.Horizon, done.Floors = g.r.Collected(), g.r.Floors()
 	}
 	if overlap {
-		srcs := slices.Sorted(maps.Keys(vec))
+		// Heads only for the sources whose watermark this stream can move:
+		// the initiator already has proof for the rest.
+		var srcs []string
+		for _, src := range slices.Sorted(maps.Keys(vec)) {
+			if vec[src] > have[src] {
+				srcs = append(srcs, src)
+			}
+		}
 		budget := g.cfg.MaxMessageSize / 2
 		for _, h := range g.r.Heads(srcs) {
 			w := toWire(h, -1, true)
