@@ -377,35 +377,14 @@ func fromWireNodes(ws []wireNode) ([]replica.Node, error) {
 
 // handleRepair answers a repair stream.
 func (g *Gossip) handleRepair(s network.Stream) {
-	if !g.enter() {
-		_ = s.Reset()
-		return
-	}
-	defer g.wg.Done()
-	select {
-	case g.serving <- struct{}{}:
-		defer func() { <-g.serving }()
-	default:
-		g.st.syncsRefused.Add(1)
-		_ = s.Reset()
-		return
-	}
-	p := s.Conn().RemotePeer()
-	ctx, cancel := context.WithCancel(g.ctx)
-	defer cancel()
-	defer context.AfterFunc(ctx, func() { _ = s.Reset() })()
-	cs := &countingStream{rw: s}
-	err := g.serveRepair(ctx, s, cs, p)
-	g.st.repairBytes.Add(uint64(cs.written + cs.read))
-	if err != nil {
-		_ = s.Reset()
-		if g.ctx.Err() == nil {
-			g.log.Debug("repair request failed", "from", p, "err", err)
+	g.serveStream(s, "repair", func(ctx context.Context, cs *countingStream, p peer.ID) error {
+		err := g.serveRepair(ctx, s, cs, p)
+		g.st.repairBytes.Add(uint64(cs.written + cs.read))
+		if err == nil {
+			g.st.repairsServed.Add(1)
 		}
-		return
-	}
-	g.st.repairsServed.Add(1)
-	_ = s.Close()
+		return err
+	})
 }
 
 func (g *Gossip) serveRepair(ctx context.Context, s network.Stream, cs *countingStream, p peer.ID) error {

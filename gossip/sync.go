@@ -357,6 +357,22 @@ func (g *Gossip) syncChanges(groups []Message) ([]replica.Change, int, error) {
 
 // handleSync answers a catch-up request.
 func (g *Gossip) handleSync(s network.Stream) {
+	g.serveStream(s, "catch-up", func(ctx context.Context, cs *countingStream, p peer.ID) error {
+		sent, err := g.serveSync(ctx, s, cs, p)
+		g.st.syncBytesSent.Add(uint64(cs.written))
+		g.st.syncBytesReceived.Add(uint64(cs.read))
+		g.st.syncChangesSent.Add(uint64(sent))
+		if err == nil {
+			g.st.syncsServed.Add(1)
+		}
+		return err
+	})
+}
+
+// serveStream answers one catch-up or repair stream with serve: it holds
+// one of MaxConcurrentSyncs slots (refusing the stream when none is free),
+// ends the stream with the Gossip, and resets it when serve fails.
+func (g *Gossip) serveStream(s network.Stream, what string, serve func(ctx context.Context, cs *countingStream, p peer.ID) error) {
 	if !g.enter() {
 		_ = s.Reset()
 		return
@@ -374,19 +390,13 @@ func (g *Gossip) handleSync(s network.Stream) {
 	ctx, cancel := context.WithCancel(g.ctx)
 	defer cancel()
 	defer context.AfterFunc(ctx, func() { _ = s.Reset() })()
-	cs := &countingStream{rw: s}
-	sent, err := g.serveSync(ctx, s, cs, p)
-	g.st.syncBytesSent.Add(uint64(cs.written))
-	g.st.syncBytesReceived.Add(uint64(cs.read))
-	g.st.syncChangesSent.Add(uint64(sent))
-	if err != nil {
+	if err := serve(ctx, &countingStream{rw: s}, p); err != nil {
 		_ = s.Reset()
 		if g.ctx.Err() == nil {
-			g.log.Debug("catch-up request failed", "from", p, "err", err)
+			g.log.Debug(what+" request failed", "from", p, "err", err)
 		}
 		return
 	}
-	g.st.syncsServed.Add(1)
 	_ = s.Close()
 }
 
