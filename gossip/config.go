@@ -10,6 +10,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/univrs/peerstate/datastore"
+	"github.com/univrs/peerstate/replica"
 )
 
 // Default names of the topic and stream protocols.
@@ -93,6 +94,13 @@ type Config struct {
 	// with its statistics and error (nil when it completed). It must be
 	// safe for concurrent use and return quickly.
 	OnSync func(p peer.ID, st SyncStats, err error)
+	// OnApply, if set, is called after every batch of changes from peer p
+	// was applied, whichever path brought it (push, value fetch, catch-up,
+	// repair), with the replica's result, how long the apply took and its
+	// error. Refused changes are counted there by origin
+	// (replica.ApplyResult.RefusedBy). It must be safe for concurrent use
+	// and return quickly.
+	OnApply func(p peer.ID, res replica.ApplyResult, took time.Duration, err error)
 
 	// After returns a channel that delivers after d; time.After if nil.
 	// Tests inject it to drive periodic catch-up without sleeping.

@@ -598,7 +598,18 @@ func (g *Gossip) receiveLoop() {
 
 // apply applies changes from peer p and counts the result.
 func (g *Gossip) apply(ctx context.Context, p peer.ID, changes []replica.Change) (replica.ApplyResult, error) {
+	start := time.Now()
 	res, err := g.r.Apply(ctx, p.String(), changes)
+	if g.cfg.OnApply != nil {
+		g.cfg.OnApply(p, res, time.Since(start), err)
+	}
+	g.st.refused.Add(uint64(res.Refused))
+	if res.Invalid == 0 && errors.Is(err, replica.ErrRefused) {
+		// The replica's rule, not a fault of the stream: what it accepted
+		// is applied and the refusals are incorporated.
+		g.log.Debug("changes refused", "from", p, "refused", res.Refused, "by", res.RefusedBy, "err", err)
+		err = nil
+	}
 	if res.Invalid > 0 {
 		g.reject(p, reasonOf(err))
 	}
@@ -629,6 +640,7 @@ type Stats struct {
 	Stale           uint64 // changes already incorporated or superseded
 	Skipped         uint64 // changes for keys we do not replicate
 	Future          uint64 // changes stamped too far ahead of our clock, left for later
+	Refused         uint64 // validly signed changes the replica's Admit rule refused
 	ApplyErrors     uint64
 
 	// Rejected counts rejected messages, frames and values by reason;
@@ -673,7 +685,7 @@ func (g *Gossip) Stats() Stats { return g.st.snapshot() }
 type stats struct {
 	broadcast, dropped, published, publishedChanges, publishErrors  atomic.Uint64
 	received, receivedChanges, applied, stale, skipped, applyErrors atomic.Uint64
-	future                                                          atomic.Uint64
+	future, refused                                                 atomic.Uint64
 	pubsubBytesSent, pubsubBytesReceived                            atomic.Uint64
 	syncs, syncErrors, syncsServed, syncsRefused                    atomic.Uint64
 	syncChangesSent, syncChangesReceived                            atomic.Uint64
@@ -722,7 +734,7 @@ func (s *stats) snapshot() Stats {
 		Broadcast: s.broadcast.Load(), Dropped: s.dropped.Load(), Published: s.published.Load(),
 		PublishedChanges: s.publishedChanges.Load(), PublishErrors: s.publishErrors.Load(),
 		Received: s.received.Load(), ReceivedChanges: s.receivedChanges.Load(), Applied: s.applied.Load(),
-		Stale: s.stale.Load(), Skipped: s.skipped.Load(), ApplyErrors: s.applyErrors.Load(), Future: s.future.Load(),
+		Stale: s.stale.Load(), Skipped: s.skipped.Load(), ApplyErrors: s.applyErrors.Load(), Future: s.future.Load(), Refused: s.refused.Load(),
 		PubsubBytesSent: s.pubsubBytesSent.Load(), PubsubBytesReceived: s.pubsubBytesReceived.Load(),
 		Syncs: s.syncs.Load(), SyncErrors: s.syncErrors.Load(), SyncsServed: s.syncsServed.Load(),
 		SyncsRefused: s.syncsRefused.Load(), SyncChangesSent: s.syncChangesSent.Load(),

@@ -107,7 +107,22 @@ type Config struct {
 	// MaxPeers bounds the peers whose vectors are remembered for tombstone
 	// collection; the least recently seen are forgotten first. 0 means 1024.
 	MaxPeers int
+	// Admit, if set, decides which changes may enter the store: the place
+	// for a write policy and for schema checks. It sees every remote change
+	// once its signature has been verified, and every local change before
+	// it commits (with Origin set to ID). A remote change it refuses is
+	// left out, counted in ApplyResult.Refused, and still counts as
+	// incorporated for watermarks, so peers with different rules converge
+	// on what both accept and catch-up does not bring it back; a local write
+	// with a refused change fails as a whole with the error, which wraps
+	// ErrRefused. It must be safe for concurrent use and should depend on
+	// the change alone, so that every peer with the same rules decides the
+	// same way.
+	Admit func(c Change) error
 }
+
+// ErrRefused wraps the error of Config.Admit for a change it refused.
+var ErrRefused = errors.New("change refused")
 
 // DefaultMaxValueSize is the default value cap.
 const DefaultMaxValueSize = 64 << 20

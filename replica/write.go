@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 
 	"github.com/univrs/peerstate/datastore"
@@ -155,6 +156,10 @@ func (r *Replica) planLocal(ctx context.Context, req engine.Request) (localWrite
 		if ch.Deleted {
 			ch.Value = nil
 		}
+		if err := r.admit(ch); err != nil {
+			r.abandon(w.seqs)
+			return localWrite{}, nil, err
+		}
 		if r.Replicates(pw.Key) {
 			ch.Seq = r.seqNext
 			r.seqNext++
@@ -262,6 +267,11 @@ type ApplyResult struct {
 	// Invalid counts changes rejected: unsigned or not signed by their
 	// origin, or breaking the replication rules. The error says why.
 	Invalid int
+	// Refused counts validly signed changes that Config.Admit refused, and
+	// RefusedBy counts them by origin: the signature proves the origin
+	// wrote them, whoever relayed them.
+	Refused   int
+	RefusedBy map[string]int
 }
 
 // Commit limits of one local transaction of Apply: a batch is applied in as
@@ -295,7 +305,8 @@ func (r *Replica) Apply(ctx context.Context, from string, changes []Change) (App
 		}
 		checked = append(checked, c)
 	}
-	var valid []Change
+	var valid, refused []Change
+	var refusals []error
 	horizon := physical(r.cfg.Now().Add(r.cfg.MaxClockSkew))
 	for i, err := range r.keys.verifyAll(checked) {
 		c := checked[i]
@@ -305,37 +316,71 @@ func (r *Replica) Apply(ctx context.Context, from string, changes []Change) (App
 		case c.HLC > horizon:
 			res.Future++
 		default:
+			if err := r.admit(c); err != nil {
+				refused = append(refused, c)
+				if len(refusals) < maxReportedRefusals {
+					refusals = append(refusals, err)
+				}
+				if res.RefusedBy == nil {
+					res.RefusedBy = map[string]int{}
+				}
+				res.RefusedBy[c.Origin]++
+				continue
+			}
 			valid = append(valid, c)
 		}
 	}
 	res.Invalid = len(invalid)
-	for len(valid) > 0 {
+	res.Refused = len(refused)
+	for len(valid) > 0 || len(refused) > 0 {
 		n, size := 0, 0
 		for n < len(valid) && n < applyChunkChanges && (n == 0 || size+len(valid[n].Value) <= applyChunkBytes) {
 			size += len(valid[n].Value) + len(valid[n].Key)
 			n++
 		}
-		part, err := r.applyChunk(ctx, valid[:n])
+		// Refused changes carry no value into the store: only their
+		// sequence numbers go with the first chunk.
+		part, err := r.applyChunk(ctx, valid[:n], refused)
 		res.Applied += part.Applied
 		res.Stale += part.Stale
 		res.Skipped += part.Skipped
 		if err != nil {
 			return res, err
 		}
-		valid = valid[n:]
+		valid, refused = valid[n:], nil
 	}
+	var errs []error
 	if len(invalid) > 0 {
-		return res, fmt.Errorf("replica: %d invalid changes from %s: %w", len(invalid), from, errors.Join(invalid...))
+		errs = append(errs, fmt.Errorf("replica: %d invalid changes from %s: %w", len(invalid), from, errors.Join(invalid...)))
 	}
-	return res, nil
+	if len(refusals) > 0 {
+		errs = append(errs, fmt.Errorf("replica: %d changes from %s refused: %w", res.Refused, from, errors.Join(refusals...)))
+	}
+	return res, errors.Join(errs...)
 }
 
-// applyChunk applies verified changes in one local transaction.
-func (r *Replica) applyChunk(ctx context.Context, changes []Change) (ApplyResult, error) {
+// maxReportedRefusals bounds the refusals Apply's error spells out.
+const maxReportedRefusals = 8
+
+// admit asks Config.Admit about c.
+func (r *Replica) admit(c Change) error {
+	if r.cfg.Admit == nil {
+		return nil
+	}
+	if err := r.cfg.Admit(c); err != nil {
+		return fmt.Errorf("%w: %q: %w", ErrRefused, c.Key, err)
+	}
+	return nil
+}
+
+// applyChunk applies verified changes in one local transaction; refused
+// ones only count as incorporated.
+func (r *Replica) applyChunk(ctx context.Context, changes, refused []Change) (ApplyResult, error) {
 	var res ApplyResult
 	latest := map[string]Change{} // the newest change of each key in the batch
 	var order []string
-	var valid, skipped []Change // skipped: not ours to hold, yet incorporated: they count for watermarks
+	var valid []Change
+	skipped := slices.Clip(refused) // not ours to hold, yet incorporated: they count for watermarks
 	for _, c := range changes {
 		if !r.Replicates(c.Key) {
 			skipped = append(skipped, c)
