@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/univrs/peerstate/datastore"
 	"github.com/univrs/peerstate/datastore/memory"
+	"github.com/univrs/peerstate/datastore/sqlite"
 	"github.com/univrs/peerstate/replica"
 )
 
@@ -140,5 +142,70 @@ func TestAdmit_RemoteChangesRefused(t *testing.T) {
 		if value(t, a, k) != value(t, b, k) {
 			t.Fatalf("%s differs: %s vs %s", k, value(t, a, k), value(t, b, k))
 		}
+	}
+}
+
+// Keys matching a Local pattern stay on their peer even under replicated
+// prefixes: not broadcast, not applied from peers, not streamed by
+// catch-up, outside Admit; once the pattern is dropped they replicate, and
+// what was skipped while it held is fetched again.
+func TestLocalPatterns(t *testing.T) {
+	ctx := context.Background()
+	keepRep := func(c *replica.Config) {
+		c.Local = []string{"/peers/*/reputation"}
+		c.Admit = func(c replica.Change) error { return errNotOwner } // refuses every replicated write
+	}
+	var out captured
+	db := filepath.Join(t.TempDir(), "a.db")
+	openDB := func() datastore.Store {
+		s, err := sqlite.Open(db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	a := open(t, "a", openDB(), keepRep, func(c *replica.Config) { c.Broadcaster = &out })
+	rep := "/peers/" + idFor("x") + "/reputation"
+	mustSet(t, a, rep, `{"score":1}`)
+	if len(out.changes) != 0 {
+		t.Fatalf("a local key was broadcast: %+v", out.changes)
+	}
+	if _, err := a.Set(ctx, "/peers/x/info", []byte("y")); !errors.Is(err, replica.ErrRefused) {
+		t.Fatalf("replicated key: %v, want the Admit refusal", err)
+	}
+
+	b := open(t, "b", memory.New())
+	var bout captured
+	b.SetBroadcaster(&bout)
+	mustSet(t, b, rep, "b's opinion")
+	mustSet(t, b, "/other", "1")
+	res, err := a.Apply(ctx, b.ID(), bout.changes)
+	if err == nil || res.Skipped != 1 || res.Refused != 1 {
+		t.Fatalf("apply: %+v, %v; want the local key skipped and /other refused", res, err)
+	}
+	if got := value(t, a, rep); got != `{"score":1}` {
+		t.Fatalf("local key overwritten by a peer: %s", got)
+	}
+	have, _ := b.Watermarks(ctx)
+	if _, err := a.ChangesSince(ctx, have, nil, 64, func(cs []replica.Change) error {
+		return fmt.Errorf("catch-up streams a local key: %+v", cs)
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Dropping the pattern: the key replicates (promoted), and b's change
+	// to it, skipped while it was local, is fetched by the next catch-up.
+	a.Close()
+	a2 := open(t, "a", openDB())
+	have, _ = a2.Watermarks(ctx)
+	if w := have[replica.SourceOf(b.ID(), b.Generation())]; w != 0 {
+		t.Fatalf("watermark of b kept at %d after the pattern was dropped", w)
+	}
+	pull(t, b, a2)
+	if got := value(t, a2, "/other"); got != "1" {
+		t.Fatalf("/other = %s after the rules were dropped", got)
+	}
+	if c, ok, err := a2.Current(ctx, rep); err != nil || !ok || c.Seq == 0 {
+		t.Fatalf("formerly local key not promoted: %+v %v %v", c, ok, err)
 	}
 }

@@ -107,10 +107,17 @@ type Config struct {
 	// MaxPeers bounds the peers whose vectors are remembered for tombstone
 	// collection; the least recently seen are forgotten first. 0 means 1024.
 	MaxPeers int
-	// Admit, if set, decides which changes may enter the store: the place
-	// for a write policy and for schema checks. It sees every remote change
-	// once its signature has been verified, and every local change before
-	// it commits (with Origin set to ID). A remote change it refuses is
+	// Local lists key patterns (datastore pattern syntax: "*" one segment,
+	// "**" any) kept on this peer only, even under replicated prefixes:
+	// written here, never sent, and remote changes to them are skipped.
+	// Peers should agree on them as they do on prefixes: a peer that keeps
+	// a key local says nothing, in catch-up, about others' changes to it.
+	Local []string
+	// Admit, if set, decides which changes of replicated keys may enter
+	// the store: the place for a write policy and for schema checks. It
+	// sees every remote change once its signature has been verified, and
+	// every local change before it commits (with Origin set to ID); keys
+	// kept local are not its business. A remote change it refuses is
 	// left out, counted in ApplyResult.Refused, and still counts as
 	// incorporated for watermarks, so peers with different rules converge
 	// on what both accept and catch-up does not bring it back; a local write
@@ -150,6 +157,11 @@ func (c Config) Validate() error {
 			return fmt.Errorf("replica: config: prefix: %w", err)
 		}
 	}
+	for _, p := range c.Local {
+		if _, err := datastore.ParsePattern(p); err != nil {
+			return fmt.Errorf("replica: config: local pattern: %w", err)
+		}
+	}
 	if c.MaxValueSize < 0 || c.MaxClockSkew < 0 || c.TombstoneGrace < 0 || c.MaxPeers < 0 {
 		return errors.New("replica: config: negative limit")
 	}
@@ -159,15 +171,16 @@ func (c Config) Validate() error {
 // Replica is a replicated datastore.Store; see the package doc.
 type Replica struct {
 	engine.Writes
-	local    datastore.Store
-	cfg      Config
-	prefixes []string // normalized: each ends in "/"; nil: all
-	clock    *hlcClock
-	bc       atomic.Pointer[Broadcaster]
-	gen      uint64 // our generation: new each time the replica opens
-	source   string // SourceOf(cfg.ID, gen)
-	keys     keyCache
-	fp       *fingerprints
+	local     datastore.Store
+	cfg       Config
+	prefixes  []string            // normalized: each ends in "/"; nil: all
+	keepLocal []datastore.Pattern // Config.Local
+	clock     *hlcClock
+	bc        atomic.Pointer[Broadcaster]
+	gen       uint64 // our generation: new each time the replica opens
+	source    string // SourceOf(cfg.ID, gen)
+	keys      keyCache
+	fp        *fingerprints
 
 	// mu guards the replication state. Remote changes, watermarks and
 	// tombstone collection are written under it; local writes are planned
@@ -219,10 +232,16 @@ func New(ctx context.Context, local datastore.Store, cfg Config) (*Replica, erro
 	if cfg.MaxPeers == 0 {
 		cfg.MaxPeers = 1024
 	}
+	var patterns []datastore.Pattern
+	for _, p := range cfg.Local {
+		pat, _ := datastore.ParsePattern(p) // checked by Validate
+		patterns = append(patterns, pat)
+	}
 	r := &Replica{
 		local:     local,
 		cfg:       cfg,
 		prefixes:  NormalizePrefixes(cfg.Prefixes),
+		keepLocal: patterns,
 		clock:     &hlcClock{now: cfg.Now, maxSkew: cfg.MaxClockSkew},
 		fp:        newFingerprints(),
 		seqs:      map[string]*seqSet{},
@@ -406,14 +425,20 @@ func (r *Replica) load(ctx context.Context) error {
 	prev, err := r.local.Get(ctx, prefixesKey)
 	switch {
 	case err == nil:
-		var old []string
+		var old, oldLocal []string
 		if s := string(prev.Value); s != "" {
-			old = strings.Split(s, "\n")
+			for _, line := range strings.Split(s, "\n") {
+				if pat, ok := strings.CutPrefix(line, "!"); ok {
+					oldLocal = append(oldLocal, pat)
+				} else {
+					old = append(old, line)
+				}
+			}
 		}
 		if old == nil {
 			old = []string{"/"}
 		}
-		if !coversAll(NormalizePrefixes(old), r.prefixes) {
+		if !coversAll(NormalizePrefixes(old), r.prefixes) || !r.keepsLocal(oldLocal) {
 			for src := range r.seqs {
 				if src != r.source {
 					ops = append(ops, datastore.OpDelete(watermarkKey(src)))
@@ -425,7 +450,7 @@ func (r *Replica) load(ctx context.Context) error {
 		return fmt.Errorf("replica: read prefixes: %w", err)
 	}
 	if len(ops) > 0 { // record the new prefixes with the reset
-		ops = append(ops, datastore.OpSet(prefixesKey, []byte(strings.Join(r.prefixes, "\n"))))
+		ops = append(ops, datastore.OpSet(prefixesKey, []byte(strings.Join(r.replicationRecord(), "\n"))))
 	}
 	if len(ops) > 0 {
 		if _, err := r.local.Txn(ctx, ops...); err != nil {
@@ -532,7 +557,7 @@ func (r *Replica) bookOps() []datastore.Op {
 	return []datastore.Op{
 		datastore.OpSet(formatKey, []byte(layoutFormat)),
 		datastore.OpSet(genKey, []byte(strconv.FormatUint(r.gen, 10))),
-		datastore.OpSet(prefixesKey, []byte(strings.Join(r.prefixes, "\n"))),
+		datastore.OpSet(prefixesKey, []byte(strings.Join(r.replicationRecord(), "\n"))),
 	}
 }
 
@@ -568,8 +593,40 @@ func (r *Replica) SetBroadcaster(b Broadcaster) { r.bc.Store(&b) }
 // Prefixes returns the replicated prefixes; nil means every key.
 func (r *Replica) Prefixes() []string { return slices.Clone(r.prefixes) }
 
+// replicationRecord is what a store records of what it replicates: the
+// prefixes, and the local patterns marked with "!".
+func (r *Replica) replicationRecord() []string {
+	out := slices.Clone(r.prefixes)
+	for _, p := range r.keepLocal {
+		out = append(out, "!"+p.String())
+	}
+	return out
+}
+
+// keepsLocal reports whether every one of the patterns is still kept
+// local: otherwise keys under them replicate now, and what the watermarks
+// counted while they were skipped must be fetched.
+func (r *Replica) keepsLocal(patterns []string) bool {
+	for _, pat := range patterns {
+		if !slices.ContainsFunc(r.keepLocal, func(p datastore.Pattern) bool { return p.String() == pat }) {
+			return false
+		}
+	}
+	return true
+}
+
 // Replicates reports whether key is replicated.
-func (r *Replica) Replicates(key string) bool { return covered(r.prefixes, key) }
+func (r *Replica) Replicates(key string) bool {
+	if !covered(r.prefixes, key) {
+		return false
+	}
+	for _, p := range r.keepLocal {
+		if p.Match(key) {
+			return false
+		}
+	}
+	return true
+}
 
 func covered(prefixes []string, key string) bool {
 	if prefixes == nil {

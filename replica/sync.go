@@ -66,7 +66,7 @@ func (r *Replica) ChangesSince(ctx context.Context, have Vector, prefixes []stri
 			for _, e := range p.Entries {
 				_, seq, ok := parseIndexKey(e.Key)
 				key := string(e.Value)
-				if !ok || !covered(want, key) {
+				if !ok || !covered(want, key) || !r.Replicates(key) {
 					continue
 				}
 				c, found, err := r.current(ctx, key)

@@ -156,11 +156,11 @@ func (r *Replica) planLocal(ctx context.Context, req engine.Request) (localWrite
 		if ch.Deleted {
 			ch.Value = nil
 		}
-		if err := r.admit(ch); err != nil {
-			r.abandon(w.seqs)
-			return localWrite{}, nil, err
-		}
 		if r.Replicates(pw.Key) {
+			if err := r.admit(ch); err != nil {
+				r.abandon(w.seqs)
+				return localWrite{}, nil, err
+			}
 			ch.Seq = r.seqNext
 			r.seqNext++
 			w.seqs = append(w.seqs, ch.Seq)
@@ -316,6 +316,10 @@ func (r *Replica) Apply(ctx context.Context, from string, changes []Change) (App
 		case c.HLC > horizon:
 			res.Future++
 		default:
+			if !r.Replicates(c.Key) {
+				valid = append(valid, c) // skipped below, whatever its content
+				continue
+			}
 			if err := r.admit(c); err != nil {
 				refused = append(refused, c)
 				if len(refusals) < maxReportedRefusals {
