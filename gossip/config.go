@@ -84,6 +84,23 @@ type Config struct {
 	// once (more wait).
 	MaxConcurrentSyncs int
 
+	// Limits per remote peer on the catch-up and repair sessions served to
+	// it; a peer past one is refused or cut off and reported to OnReject
+	// (ReasonSessionLimit, ReasonBandwidth, ReasonSessionTimeout).
+	// MaxSessionsPerPeer bounds its sessions at once, so no peer holds every
+	// slot. SessionRate (per second) and SessionBurst bound how often it may
+	// start one. ServeBytesRate (bytes per second) and ServeBytesBurst bound
+	// what it is sent, so asking for the whole state in a loop costs this
+	// peer at most the rate. SessionTimeout bounds a whole session, served
+	// or initiated, whatever its pace (a slow reader, a trickling
+	// responder); it must leave room for the largest catch-up expected.
+	MaxSessionsPerPeer int
+	SessionRate        float64
+	SessionBurst       int
+	ServeBytesRate     int
+	ServeBytesBurst    int
+	SessionTimeout     time.Duration
+
 	// OnReject, if set, is called for every message or catch-up change
 	// rejected as invalid, with the peer that sent it and the reason (one
 	// of the Reason constants). It runs on pubsub's validation path,
@@ -135,6 +152,12 @@ func DefaultConfig() Config {
 		SyncBatch:             256,
 		StreamTimeout:         30 * time.Second,
 		MaxConcurrentSyncs:    8,
+		MaxSessionsPerPeer:    2,
+		SessionRate:           2,
+		SessionBurst:          20,
+		ServeBytesRate:        16 << 20,
+		ServeBytesBurst:       1 << 30,
+		SessionTimeout:        10 * time.Minute,
 	}
 }
 
@@ -171,6 +194,16 @@ func (c Config) withDefaults() Config {
 	set(&c.SyncFanout, d.SyncFanout)
 	set(&c.SyncBatch, d.SyncBatch)
 	set(&c.MaxConcurrentSyncs, d.MaxConcurrentSyncs)
+	set(&c.MaxSessionsPerPeer, d.MaxSessionsPerPeer)
+	set(&c.SessionBurst, d.SessionBurst)
+	set(&c.ServeBytesRate, d.ServeBytesRate)
+	set(&c.ServeBytesBurst, d.ServeBytesBurst)
+	if c.SessionRate == 0 {
+		c.SessionRate = d.SessionRate
+	}
+	if c.SessionTimeout == 0 {
+		c.SessionTimeout = d.SessionTimeout
+	}
 	if c.SyncInterval == 0 {
 		c.SyncInterval = d.SyncInterval
 	}
@@ -212,6 +245,8 @@ func (c Config) Validate() error {
 		"fetch workers": c.FetchWorkers, "fetch queue": c.FetchQueue, "sync fanout": c.SyncFanout,
 		"peer outbound queue size": c.PeerOutboundQueueSize, "validate queue size": c.ValidateQueueSize,
 		"sync batch": c.SyncBatch, "max concurrent syncs": c.MaxConcurrentSyncs,
+		"max sessions per peer": c.MaxSessionsPerPeer, "session burst": c.SessionBurst,
+		"serve bytes rate": c.ServeBytesRate, "serve bytes burst": c.ServeBytesBurst,
 	} {
 		if v <= 0 {
 			bad("%s %d must be positive", name, v)
@@ -219,6 +254,12 @@ func (c Config) Validate() error {
 	}
 	if c.SyncJitter < 0 || c.SyncJitter >= 1 {
 		bad("sync jitter %v not in [0, 1)", c.SyncJitter)
+	}
+	if c.SessionRate <= 0 || c.SessionTimeout <= 0 {
+		bad("session rate %v and session timeout %v must be positive", c.SessionRate, c.SessionTimeout)
+	}
+	if c.ServeBytesBurst < c.maxFrameSize() {
+		bad("serve bytes burst %d is below the largest frame (%d): no such frame could ever be served", c.ServeBytesBurst, c.maxFrameSize())
 	}
 	if c.StreamTimeout <= 0 {
 		bad("stream timeout %v must be positive", c.StreamTimeout)

@@ -11,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/univrs/peerstate/datastore"
 	"github.com/univrs/peerstate/replica"
 )
 
@@ -102,8 +103,12 @@ func (g *Gossip) fetchFrom(p peer.ID, want replica.Change, ann announcement) (re
 		return replica.Change{}, err
 	}
 	_ = s.CloseWrite()
+	// The answer may be no larger than what was announced: a peer cannot
+	// make us read more than the announcement's size (a newer, larger
+	// state of the key comes with catch-up instead).
+	limit := min(g.cfg.maxFrameSize(), int(min(ann.Size, uint64(g.cfg.MaxValueSize)))+datastore.MaxKeyLen+changeOverhead)
 	var resp valueResponse
-	err = readFrame(bufio.NewReader(cs), g.cfg.maxFrameSize(), &resp)
+	err = readFrame(bufio.NewReader(cs), limit, &resp)
 	_ = s.Close()
 	switch {
 	case errors.Is(err, ErrMessageTooLarge) || errors.Is(err, ErrMalformed):

@@ -153,6 +153,7 @@ type Gossip struct {
 	kick          chan struct{}
 	fetches       chan fetchJob
 	serving       chan struct{} // semaphore: catch-up streams served
+	limits        *peerLimits   // per-peer limits on what is served
 	servingValues chan struct{} // semaphore: value streams served
 	outgoing      chan struct{} // semaphore: catch-up streams started by us
 	closeOnce     sync.Once
@@ -199,6 +200,7 @@ func New(ctx context.Context, h host.Host, ps *pubsub.PubSub, r Replica, cfg Con
 		kick:          make(chan struct{}, 1),
 		fetches:       make(chan fetchJob, cfg.FetchQueue),
 		serving:       make(chan struct{}, cfg.MaxConcurrentSyncs),
+		limits:        newPeerLimits(cfg),
 		servingValues: make(chan struct{}, cfg.MaxConcurrentSyncs),
 		outgoing:      make(chan struct{}, cfg.MaxConcurrentSyncs),
 	}

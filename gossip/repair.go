@@ -115,7 +115,13 @@ func (g *Gossip) RepairWith(ctx context.Context, p peer.ID) (RepairStats, error)
 		return RepairStats{}, ErrClosed
 	}
 	defer g.wg.Done()
-	return g.repairWith(ctx, p)
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.SessionTimeout)
+	defer cancel()
+	st, err := g.repairWith(ctx, p)
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		g.reject(p, ReasonSessionTimeout)
+	}
+	return st, err
 }
 
 // repairSession is the initiator's side of one repair stream.

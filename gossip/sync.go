@@ -137,7 +137,12 @@ func (g *Gossip) SyncAll(ctx context.Context) (SyncStats, error) {
 
 // runSync runs and counts one catch-up.
 func (g *Gossip) runSync(ctx context.Context, p peer.ID) (SyncStats, error) {
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.SessionTimeout) // whatever the responder's pace
+	defer cancel()
 	st, err := g.syncWith(ctx, p)
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		g.reject(p, ReasonSessionTimeout)
+	}
 	if g.cfg.OnSync != nil {
 		g.cfg.OnSync(p, st, err)
 	}
@@ -369,15 +374,27 @@ func (g *Gossip) handleSync(s network.Stream) {
 	})
 }
 
-// serveStream answers one catch-up or repair stream with serve: it holds
-// one of MaxConcurrentSyncs slots (refusing the stream when none is free),
-// ends the stream with the Gossip, and resets it when serve fails.
+// serveStream answers one catch-up or repair stream with serve. The peer
+// must be within its limits (sessions at once and per second, see
+// peerLimits) and the session holds one of MaxConcurrentSyncs slots; it is
+// refused otherwise. Everything it writes is charged to the peer's byte
+// budget, it ends after SessionTimeout or with the Gossip, and the stream
+// is reset when serve fails.
 func (g *Gossip) serveStream(s network.Stream, what string, serve func(ctx context.Context, cs *countingStream, p peer.ID) error) {
 	if !g.enter() {
 		_ = s.Reset()
 		return
 	}
 	defer g.wg.Done()
+	p := s.Conn().RemotePeer()
+	end, reason := g.limits.begin(p)
+	if reason != "" {
+		g.st.syncsRefused.Add(1)
+		g.reject(p, reason)
+		_ = s.Reset()
+		return
+	}
+	defer end()
 	select {
 	case g.serving <- struct{}{}:
 		defer func() { <-g.serving }()
@@ -386,15 +403,24 @@ func (g *Gossip) serveStream(s network.Stream, what string, serve func(ctx conte
 		_ = s.Reset()
 		return
 	}
-	p := s.Conn().RemotePeer()
-	ctx, cancel := context.WithCancel(g.ctx)
+	ctx, cancel := context.WithTimeout(g.ctx, g.cfg.SessionTimeout)
 	defer cancel()
 	defer context.AfterFunc(ctx, func() { _ = s.Reset() })()
-	if err := serve(ctx, &countingStream{rw: s}, p); err != nil {
+	cs := &countingStream{rw: struct {
+		io.Reader
+		io.Writer
+	}{s, budgetWriter{l: g.limits, p: p, w: s}}}
+	if err := serve(ctx, cs, p); err != nil {
 		_ = s.Reset()
-		if g.ctx.Err() == nil {
-			g.log.Debug(what+" request failed", "from", p, "err", err)
+		switch {
+		case g.ctx.Err() != nil:
+			return
+		case errors.Is(err, errBudget):
+			g.reject(p, ReasonBandwidth)
+		case errors.Is(ctx.Err(), context.DeadlineExceeded):
+			g.reject(p, ReasonSessionTimeout)
 		}
+		g.log.Debug(what+" request failed", "from", p, "err", err)
 		return
 	}
 	_ = s.Close()
