@@ -95,11 +95,17 @@ type Config struct {
 	// or initiated, whatever its pace (a slow reader, a trickling
 	// responder); it must leave room for the largest catch-up expected.
 	MaxSessionsPerPeer int
-	SessionRate        float64
-	SessionBurst       int
-	ServeBytesRate     int
-	ServeBytesBurst    int
-	SessionTimeout     time.Duration
+	// OriginRate (changes per second) and OriginBurst bound what one
+	// origin may publish: beyond them its messages are dropped unforwarded
+	// (catch-up still serves its real state) and reported with ReasonRate.
+	// The defaults are far above an honest writer's bursts.
+	OriginRate      float64
+	OriginBurst     int
+	SessionRate     float64
+	SessionBurst    int
+	ServeBytesRate  int
+	ServeBytesBurst int
+	SessionTimeout  time.Duration
 
 	// OnReject, if set, is called for every message or catch-up change
 	// rejected as invalid, with the peer that sent it and the reason (one
@@ -118,6 +124,14 @@ type Config struct {
 	// (replica.ApplyResult.RefusedBy). It must be safe for concurrent use
 	// and return quickly.
 	OnApply func(p peer.ID, res replica.ApplyResult, took time.Duration, err error)
+
+	// AppScore, if set, switches gossipsub's peer scoring on (see
+	// NewPubSub) with this as the application-specific score of a peer:
+	// its reputation. GraylistScore (negative) is the score below which a
+	// peer's messages are not processed; the other thresholds derive from
+	// it. Both are read by NewPubSub only.
+	AppScore      func(p peer.ID) float64
+	GraylistScore float64
 
 	// After returns a channel that delivers after d; time.After if nil.
 	// Tests inject it to drive periodic catch-up without sleeping.
@@ -153,6 +167,8 @@ func DefaultConfig() Config {
 		StreamTimeout:         30 * time.Second,
 		MaxConcurrentSyncs:    8,
 		MaxSessionsPerPeer:    2,
+		OriginRate:            5000,
+		OriginBurst:           50000,
 		SessionRate:           2,
 		SessionBurst:          20,
 		ServeBytesRate:        16 << 20,
@@ -196,6 +212,10 @@ func (c Config) withDefaults() Config {
 	set(&c.MaxConcurrentSyncs, d.MaxConcurrentSyncs)
 	set(&c.MaxSessionsPerPeer, d.MaxSessionsPerPeer)
 	set(&c.SessionBurst, d.SessionBurst)
+	set(&c.OriginBurst, d.OriginBurst)
+	if c.OriginRate == 0 {
+		c.OriginRate = d.OriginRate
+	}
 	set(&c.ServeBytesRate, d.ServeBytesRate)
 	set(&c.ServeBytesBurst, d.ServeBytesBurst)
 	if c.SessionRate == 0 {
@@ -246,7 +266,7 @@ func (c Config) Validate() error {
 		"peer outbound queue size": c.PeerOutboundQueueSize, "validate queue size": c.ValidateQueueSize,
 		"sync batch": c.SyncBatch, "max concurrent syncs": c.MaxConcurrentSyncs,
 		"max sessions per peer": c.MaxSessionsPerPeer, "session burst": c.SessionBurst,
-		"serve bytes rate": c.ServeBytesRate, "serve bytes burst": c.ServeBytesBurst,
+		"serve bytes rate": c.ServeBytesRate, "serve bytes burst": c.ServeBytesBurst, "origin burst": c.OriginBurst,
 	} {
 		if v <= 0 {
 			bad("%s %d must be positive", name, v)
@@ -254,6 +274,9 @@ func (c Config) Validate() error {
 	}
 	if c.SyncJitter < 0 || c.SyncJitter >= 1 {
 		bad("sync jitter %v not in [0, 1)", c.SyncJitter)
+	}
+	if c.OriginRate <= 0 {
+		bad("origin rate %v must be positive", c.OriginRate)
 	}
 	if c.SessionRate <= 0 || c.SessionTimeout <= 0 {
 		bad("session rate %v and session timeout %v must be positive", c.SessionRate, c.SessionTimeout)

@@ -121,6 +121,7 @@ const (
 	ReasonValueTooLarge  = "value-too-large" // replica.Change.Validate: value over the limit
 	ReasonInvalidChange  = "invalid-change"  // replica.Change.Validate: inconsistent fields
 	ReasonBadValue       = "bad-value"       // a fetched value does not match its announcement
+	ReasonRate           = "rate"            // ignored: its origin publishes faster than Config.OriginRate (counted against the origin)
 	ReasonStale          = "stale"           // ignored: every change already incorporated
 	ReasonOwn            = "own"             // ignored: our own message, relayed back (a replay)
 )
@@ -154,6 +155,7 @@ type Gossip struct {
 	fetches       chan fetchJob
 	serving       chan struct{} // semaphore: catch-up streams served
 	limits        *peerLimits   // per-peer limits on what is served
+	origins       *originRates  // per-origin publish rates
 	servingValues chan struct{} // semaphore: value streams served
 	outgoing      chan struct{} // semaphore: catch-up streams started by us
 	closeOnce     sync.Once
@@ -201,6 +203,7 @@ func New(ctx context.Context, h host.Host, ps *pubsub.PubSub, r Replica, cfg Con
 		fetches:       make(chan fetchJob, cfg.FetchQueue),
 		serving:       make(chan struct{}, cfg.MaxConcurrentSyncs),
 		limits:        newPeerLimits(cfg),
+		origins:       newOriginRates(cfg.OriginRate, cfg.OriginBurst),
 		servingValues: make(chan struct{}, cfg.MaxConcurrentSyncs),
 		outgoing:      make(chan struct{}, cfg.MaxConcurrentSyncs),
 	}
@@ -465,6 +468,13 @@ func (g *Gossip) validate(ctx context.Context, from peer.ID, msg *pubsub.Message
 	if m.Origin != signer.String() {
 		return g.reject(from, ReasonForgedOrigin)
 	}
+	if !g.origins.allow(signer, len(m.Changes)) {
+		// A flood from one origin, however valid: dropped here and not
+		// passed on (catch-up serves what was real), counted against the
+		// origin, never against the peer relaying it.
+		g.reject(signer, ReasonRate)
+		return pubsub.ValidationIgnore
+	}
 	rc := &received{changes: make([]replica.Change, 0, len(m.Changes))}
 	for _, w := range m.Changes {
 		c, ann, err := w.change(m.Origin, g.cfg.MaxValueSize)
@@ -532,6 +542,11 @@ func (g *Gossip) reject(from peer.ID, reason string) pubsub.ValidationResult {
 	}
 	if g.cfg.OnReject != nil {
 		g.cfg.OnReject(from, reason)
+	}
+	if reason == ReasonUnknownVersion {
+		// Another release, not a fault: pubsub must not penalise the
+		// peer (nor whoever relays it) during a rolling upgrade.
+		return pubsub.ValidationIgnore
 	}
 	return pubsub.ValidationReject
 }

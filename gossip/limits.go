@@ -118,3 +118,38 @@ func (b budgetWriter) Write(buf []byte) (int, error) {
 	}
 	return b.w.Write(buf)
 }
+
+// originRates bounds, per origin, the changes a Gossip accepts from pubsub
+// per second (a token bucket each, in a bounded table).
+type originRates struct {
+	limit rate.Limit
+	burst int
+	now   func() time.Time
+	mu    sync.Mutex
+	rates map[peer.ID]*rate.Limiter
+}
+
+func newOriginRates(perSecond float64, burst int) *originRates {
+	return &originRates{limit: rate.Limit(perSecond), burst: burst, now: time.Now, rates: map[peer.ID]*rate.Limiter{}}
+}
+
+// allow takes n changes from origin's bucket; a message larger than the
+// whole burst is let through only when the bucket is full.
+func (o *originRates) allow(origin peer.ID, n int) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	now := o.now()
+	l := o.rates[origin]
+	if l == nil {
+		if len(o.rates) >= maxLimitedPeers {
+			for p, l := range o.rates {
+				if l.TokensAt(now) >= float64(o.burst) {
+					delete(o.rates, p)
+				}
+			}
+		}
+		l = rate.NewLimiter(o.limit, o.burst)
+		o.rates[origin] = l
+	}
+	return l.AllowN(now, min(n, o.burst))
+}

@@ -21,7 +21,9 @@ const rpcOverhead = 64 << 10
 //     which loses most of a burst;
 //   - a wire message limit matched to cfg.MaxMessageSize (plus envelope),
 //     so oversized payloads reach our validator to be counted and rejected;
-//   - cfg.SeenMessagesTTL when set.
+//   - cfg.SeenMessagesTTL when set;
+//   - peer scoring when cfg.AppScore is set (see score.go for the
+//     calibration).
 //
 // extra options are applied after these (peer scoring, tracers, …). The
 // PubSub lives until ctx is cancelled.
@@ -40,6 +42,11 @@ func NewPubSub(ctx context.Context, h host.Host, cfg Config, extra ...pubsub.Opt
 	if cfg.SeenMessagesTTL > 0 {
 		opts = append(opts, pubsub.WithSeenMessagesTTL(cfg.SeenMessagesTTL))
 	}
+	scoring, err := scoreOptions(cfg)
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, scoring...)
 	ps, err := pubsub.NewGossipSub(ctx, h, append(opts, extra...)...)
 	if err != nil {
 		return nil, fmt.Errorf("gossip: new gossipsub: %w", err)
