@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	"github.com/univrs/peerstate/datastore"
+	"github.com/univrs/peerstate/replica"
 )
 
 // Errors of the API itself, beside the datastore sentinels.
@@ -47,6 +48,8 @@ const (
 	CodeNotSupported    = "not_supported"
 	CodeNotFound        = "not_found"
 	CodeInternal        = "internal"
+	// CodeRefused: the write policy or a schema refused the write.
+	CodeRefused = "refused"
 )
 
 // codes maps each code to its sentinel and HTTP status, in the order
@@ -73,6 +76,7 @@ var codes = []struct {
 	{CodeConnectFailed, ErrConnectFailed, http.StatusBadGateway},
 	{CodeNotSupported, ErrNotSupported, http.StatusNotImplemented},
 	{CodeNotFound, ErrNotFound, http.StatusNotFound},
+	{CodeRefused, replica.ErrRefused, http.StatusForbidden},
 }
 
 // errorCode returns the code and HTTP status for err; unknown errors are

@@ -11,6 +11,7 @@ import (
 
 	"github.com/univrs/peerstate/datastore"
 	"github.com/univrs/peerstate/gossip"
+	"github.com/univrs/peerstate/policy"
 )
 
 // Backends a node can keep its state in.
@@ -83,6 +84,15 @@ type Config struct {
 	// StartMDNS, if set, replaces starting the mDNS service (tests inject
 	// failures with it).
 	StartMDNS func(start func() error) error
+	// Policy is the write policy (package policy): who may write under
+	// which prefix, enforced on every remote path and on local writes.
+	// DefaultConfig protects /peers/: /peers/{id}/... is writable by the
+	// peer {id} alone. An empty policy lets every peer write every key.
+	Policy []policy.Rule
+	// Local lists key patterns kept on this node only (see
+	// replica.Config.Local). DefaultConfig keeps /peers/*/reputation, this
+	// node's opinion of its peers, local.
+	Local []string
 	// Gossip configures replication over pubsub and catch-up.
 	Gossip gossip.Config
 	// StoreOptions are passed to the backend.
@@ -114,7 +124,15 @@ func DefaultConfig() Config {
 		PeerExchange:         true,
 		PeerExchangeInterval: time.Minute,
 		Gossip:               gossip.DefaultConfig(),
+		Policy:               DefaultPolicy(),
+		Local:                []string{"/peers/*/reputation"},
 	}
+}
+
+// DefaultPolicy is the write policy of DefaultConfig: /peers/{id}/... is
+// writable by {id} alone, everything else by any peer.
+func DefaultPolicy() []policy.Rule {
+	return []policy.Rule{{Prefix: "/peers/", Mode: policy.Owner}}
 }
 
 // Validate checks the configuration.
@@ -142,6 +160,14 @@ func (c Config) Validate() error {
 	for _, p := range c.Prefixes {
 		if err := datastore.ValidatePrefix(p); err != nil {
 			errs = append(errs, fmt.Errorf("prefix: %w", err))
+		}
+	}
+	if _, err := policy.New(c.Policy); err != nil {
+		errs = append(errs, err)
+	}
+	for _, p := range c.Local {
+		if _, err := datastore.ParsePattern(p); err != nil {
+			errs = append(errs, fmt.Errorf("local pattern: %w", err))
 		}
 	}
 	if c.PSK != nil && len(c.PSK) != 32 {

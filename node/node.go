@@ -7,7 +7,7 @@
 //	n, err := node.New(ctx, cfg)
 //	...
 //	defer n.Close()
-//	n.Store().Set(ctx, "/peers/me/info", info)
+//	n.Store().Set(ctx, "/peers/"+n.ID().String()+"/info", info)
 package node
 
 import (
@@ -36,6 +36,7 @@ import (
 	"github.com/univrs/peerstate/datastore/memory"
 	"github.com/univrs/peerstate/datastore/sqlite"
 	"github.com/univrs/peerstate/gossip"
+	"github.com/univrs/peerstate/policy"
 	"github.com/univrs/peerstate/replica"
 )
 
@@ -55,6 +56,7 @@ type Node struct {
 	conns   connWatch
 	pxQueue chan peer.ID
 	metrics *nodeMetrics
+	policy  *policy.Policy
 
 	ctx    context.Context // lives until Close
 	cancel context.CancelFunc
@@ -96,7 +98,12 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n.backend = store
-	n.rep, err = replica.New(ctx, store, replica.Config{Key: key, Prefixes: cfg.Prefixes, TombstoneGrace: cfg.TombstoneGrace})
+	rc, err := n.replicaConfig(key)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	n.rep, err = replica.New(ctx, store, rc)
 	if err != nil {
 		store.Close()
 		return nil, err

@@ -219,3 +219,28 @@ func (p *Policy) Check(key, writer string) error {
 // Admit is the policy as a replica.Config.Admit rule: a change's signed
 // origin must be allowed to write its key. Deletes count as writes.
 func (p *Policy) Admit(c replica.Change) error { return p.Check(c.Key, c.Origin) }
+
+// ParseRule reads a rule written as PREFIX=MODE, or PREFIX=MODE:ID,ID,...
+// with an allow-list: "/peers/=owner", "/cluster/=allow:12D3Koo...". The
+// rule is checked when the policy is built (New).
+func ParseRule(s string) (Rule, error) {
+	prefix, spec, ok := strings.Cut(s, "=")
+	if !ok || prefix == "" || spec == "" {
+		return Rule{}, fmt.Errorf("policy: rule %q: want PREFIX=MODE or PREFIX=MODE:ID,ID", s)
+	}
+	mode, ids, _ := strings.Cut(spec, ":")
+	r := Rule{Prefix: prefix, Mode: Mode(mode)}
+	if ids != "" {
+		r.Allow = strings.Split(ids, ",")
+	}
+	return r, nil
+}
+
+// Spec writes r as ParseRule reads it.
+func (r Rule) Spec() string {
+	s := r.Prefix + "=" + string(r.Mode)
+	if len(r.Allow) > 0 {
+		s += ":" + strings.Join(r.Allow, ",")
+	}
+	return s
+}

@@ -117,3 +117,24 @@ func TestParse(t *testing.T) {
 		}
 	}
 }
+
+func TestParseRule(t *testing.T) {
+	admin := idFor("admin")
+	for _, s := range []string{"/peers/=owner", "/cluster=allow:" + admin, "/peers/=owner:" + admin + "," + idFor("b")} {
+		r, err := policy.ParseRule(s)
+		if err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+		if r.Spec() != s {
+			t.Fatalf("%s read back as %s", s, r.Spec())
+		}
+		if _, err := policy.New([]policy.Rule{r}); err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+	}
+	for _, bad := range []string{"", "/peers/", "=owner", "/peers/="} {
+		if _, err := policy.ParseRule(bad); err == nil {
+			t.Errorf("ParseRule(%q) accepted", bad)
+		}
+	}
+}

@@ -18,6 +18,8 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/univrs/peerstate/api"
+	"github.com/univrs/peerstate/node"
+	"github.com/univrs/peerstate/policy"
 )
 
 // Backends "run" can keep its state in.
@@ -43,6 +45,7 @@ type runConfig struct {
 	LogFormat     string
 	TLSCert       string
 	TLSKey        string
+	WriteRules    []string
 }
 
 func defaultRunConfig() runConfig {
@@ -247,7 +250,31 @@ func (c runConfig) validate() error {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		errs = append(errs, fmt.Errorf("log format %q: want text or json", c.LogFormat))
 	}
+	if _, err := c.writePolicy(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
+}
+
+// writePolicy is the node's write policy: the --write-rule rules, or the
+// node's default (/peers/{id}/... writable by {id} alone) when none is
+// given.
+func (c runConfig) writePolicy() ([]policy.Rule, error) {
+	if len(c.WriteRules) == 0 {
+		return node.DefaultPolicy(), nil
+	}
+	var rules []policy.Rule
+	for _, spec := range c.WriteRules {
+		r, err := policy.ParseRule(spec)
+		if err != nil {
+			return nil, err
+		}
+		rules = append(rules, r)
+	}
+	if _, err := policy.New(rules); err != nil {
+		return nil, err
+	}
+	return rules, nil
 }
 
 // loopbackHost reports whether host names this machine only.

@@ -43,6 +43,11 @@ func openNode(ctx context.Context, cfg runConfig, log *slog.Logger) (datastore.S
 	ncfg.MDNS = cfg.MDNS
 	ncfg.DHT = cfg.DHT
 	ncfg.Gossip.Logger = log
+	rules, err := cfg.writePolicy()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ncfg.Policy = rules
 	if cfg.PSKFile != "" {
 		psk, err := readPSK(cfg.PSKFile)
 		if err != nil {

@@ -54,6 +54,7 @@ it serves, and stops cleanly on SIGINT or SIGTERM.`,
 		fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json ($PEERSTATE_LOG_FORMAT)")
 		fs.StringVar(&cfg.TLSCert, "tls-cert", "", "serve the API over HTTPS with this PEM certificate (chain) ($PEERSTATE_TLS_CERT)")
 		fs.StringVar(&cfg.TLSKey, "tls-key", "", "the PEM private key of --tls-cert ($PEERSTATE_TLS_KEY)")
+		fs.Var((*stringList)(&cfg.WriteRules), "write-rule", "who may write under a prefix: PREFIX=anyone, PREFIX=owner (/peers/{id}/... by {id} alone) or PREFIX=allow:ID,ID; repeat for more; replaces the default /peers/=owner ($PEERSTATE_WRITE_RULE)")
 
 		return func(ctx context.Context, args []string) error {
 			path := firstNonEmpty(*configFile, m.Getenv("PEERSTATE_CONFIG"))
