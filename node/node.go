@@ -117,6 +117,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	limits := rcmgr.DefaultLimits
 	libp2p.SetDefaultServiceLimits(&limits)
+	scopeProtocols(&limits, cfg.Gossip)
 	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits.AutoScale()))
 	if err != nil {
 		return nil, fmt.Errorf("node: resource manager: %w", err)
