@@ -303,6 +303,10 @@ type PeerInfo struct {
 	// end of the last catch-up with it (when, MatchedAt); nil before one.
 	Matched   *bool      `json:"matched,omitempty"`
 	MatchedAt *time.Time `json:"matched_at,omitempty"`
+	// Score and State are the node's opinion of the peer (package
+	// reputation): state ok, graylisted or banned.
+	Score *float64 `json:"score,omitempty"`
+	State string   `json:"state,omitempty"`
 }
 
 // PeersResponse answers GET /v1/peers.

@@ -12,6 +12,7 @@ import (
 	"github.com/univrs/peerstate/datastore"
 	"github.com/univrs/peerstate/gossip"
 	"github.com/univrs/peerstate/policy"
+	"github.com/univrs/peerstate/reputation"
 )
 
 // Backends a node can keep its state in.
@@ -90,9 +91,13 @@ type Config struct {
 	// peer {id} alone. An empty policy lets every peer write every key.
 	Policy []policy.Rule
 	// Local lists key patterns kept on this node only (see
-	// replica.Config.Local). DefaultConfig keeps /peers/*/reputation, this
-	// node's opinion of its peers, local.
+	// replica.Config.Local). /peers/*/reputation, this node's opinion of
+	// its peers, is always among them.
 	Local []string
+	// Reputation scores peers from what they do (package reputation):
+	// scores feed gossipsub's peer scoring, and a peer under the ban
+	// threshold is disconnected and refused until its score recovers.
+	Reputation reputation.Params
 	// Gossip configures replication over pubsub and catch-up.
 	Gossip gossip.Config
 	// StoreOptions are passed to the backend.
@@ -125,7 +130,7 @@ func DefaultConfig() Config {
 		PeerExchangeInterval: time.Minute,
 		Gossip:               gossip.DefaultConfig(),
 		Policy:               DefaultPolicy(),
-		Local:                []string{"/peers/*/reputation"},
+		Reputation:           reputation.DefaultParams(),
 	}
 }
 
@@ -163,6 +168,9 @@ func (c Config) Validate() error {
 		}
 	}
 	if _, err := policy.New(c.Policy); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Reputation.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	for _, p := range c.Local {

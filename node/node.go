@@ -38,6 +38,7 @@ import (
 	"github.com/univrs/peerstate/gossip"
 	"github.com/univrs/peerstate/policy"
 	"github.com/univrs/peerstate/replica"
+	"github.com/univrs/peerstate/reputation"
 )
 
 // Node is a running peer. Its methods are safe for concurrent use.
@@ -57,6 +58,7 @@ type Node struct {
 	pxQueue chan peer.ID
 	metrics *nodeMetrics
 	policy  *policy.Policy
+	book    *reputation.Book
 
 	ctx    context.Context // lives until Close
 	cancel context.CancelFunc
@@ -108,6 +110,9 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		store.Close()
 		return nil, err
 	}
+	if err := n.openReputation(); err != nil {
+		return nil, err
+	}
 	if err := checkPortsFree(cfg.ListenAddrs); err != nil {
 		return nil, err
 	}
@@ -131,7 +136,7 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		libp2p.ConnectionManager(cm),
 		libp2p.ListenAddrStrings(cfg.ListenAddrs...),
 		libp2p.ResourceManager(rm),
-		libp2p.ConnectionGater(n.gater),
+		libp2p.ConnectionGater(gate{n.gater, n.book.Banned}),
 		libp2p.DefaultTransports,
 		libp2p.DefaultSecurity,
 		libp2p.DefaultMuxers,
@@ -150,11 +155,13 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 	// after gossip.Close in Close.
 	var psCtx context.Context
 	psCtx, n.psCancel = context.WithCancel(context.Background())
-	n.ps, err = gossip.NewPubSub(psCtx, n.host, cfg.Gossip)
+	n.watchUptime()
+	gc := n.withReputation(n.gossipConfig())
+	n.ps, err = gossip.NewPubSub(psCtx, n.host, gc)
 	if err != nil {
 		return nil, err
 	}
-	n.gossip, err = gossip.New(n.ctx, n.host, n.ps, n.rep, n.gossipConfig())
+	n.gossip, err = gossip.New(n.ctx, n.host, n.ps, n.rep, gc)
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,8 @@
 package node
 
 import (
+	"slices"
+
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
@@ -22,7 +24,7 @@ func (n *Node) replicaConfig(key crypto.PrivKey) (replica.Config, error) {
 	return replica.Config{
 		Key:            key,
 		Prefixes:       n.cfg.Prefixes,
-		Local:          n.cfg.Local,
+		Local:          append(slices.DeleteFunc(slices.Clone(n.cfg.Local), func(p string) bool { return p == reputationPattern }), reputationPattern),
 		TombstoneGrace: n.cfg.TombstoneGrace,
 		Admit:          pol.Admit,
 	}, nil

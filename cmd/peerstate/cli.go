@@ -66,7 +66,7 @@ func commands() []*command {
 		runCommand(),
 		putCommand(), getCommand(), delCommand(), casCommand(), lsCommand(),
 		watchCommand(), txnCommand(),
-		statusCommand(), peersCommand(), connectCommand(),
+		statusCommand(), peersCommand(), connectCommand(), banCommand(), unbanCommand(),
 		backupCommand(), restoreCommand(), exportCommand(), importCommand(),
 		benchCommand(), simCommand(), versionCommand(), completionCommand(), helpCommand(),
 	}

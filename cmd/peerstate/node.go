@@ -8,11 +8,15 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/univrs/peerstate/api"
 	"github.com/univrs/peerstate/datastore"
 	"github.com/univrs/peerstate/datastore/etcd"
 	"github.com/univrs/peerstate/node"
+	"github.com/univrs/peerstate/reputation"
 )
 
 // openNode opens what the daemon serves: the store, the p2p node around it
@@ -97,12 +101,35 @@ func (a apiNode) Peers() []api.PeerInfo {
 		for _, addr := range p.Addrs {
 			info.Addrs = append(info.Addrs, addr.String())
 		}
+		if book := a.n.Reputation(); book != nil {
+			score := book.Score(p.ID)
+			info.Score, info.State = &score, string(book.State(p.ID))
+		}
 		out = append(out, info)
 	}
 	return out
 }
 
 func (a apiNode) Connect(ctx context.Context, addr string) error { return a.n.Connect(ctx, addr) }
+
+// Reputation is the node's opinion of every peer it knows (api.Reputer).
+func (a apiNode) Reputation() []reputation.Record { return a.n.Reputation().Records() }
+
+func (a apiNode) Ban(id string, until time.Time, reason string) error {
+	p, err := peer.Decode(id)
+	if err != nil {
+		return err
+	}
+	return a.n.Ban(p, until, reason)
+}
+
+func (a apiNode) Unban(id string) error {
+	p, err := peer.Decode(id)
+	if err != nil {
+		return err
+	}
+	return a.n.Unban(p)
+}
 
 // Collector exposes the node's replication metrics at /metrics.
 func (a apiNode) Collector() prometheus.Collector { return a.n.Collector() }
