@@ -135,10 +135,10 @@ func TestBook_LoadSkipsUndecodable(t *testing.T) {
 		t.Fatal(err)
 	}
 	for key, v := range map[string]string{
-		reputation.Key(bad1):                 "not json",
-		reputation.Key(bad2):                 `{"peer":"` + good.String() + `","version":1,"updated_at":"2026-01-02T03:00:00Z"}`,
+		reputation.Key(bad1):                "not json",
+		reputation.Key(bad2):                `{"peer":"` + good.String() + `","version":1,"updated_at":"2026-01-02T03:00:00Z"}`,
 		"/peers/" + good.String() + "/info": `{"whatever":1}`,
-		"/peers/x/y/reputation":              `{}`,
+		"/peers/x/y/reputation":             `{}`,
 	} {
 		if _, err := s.Set(ctx, key, []byte(v)); err != nil {
 			t.Fatal(err)
