@@ -418,8 +418,10 @@ func (b *Book) Records() []Record {
 
 // OnState registers fn to be called when a peer's state changes, e.g. to
 // Banned so that the node can disconnect it. Calls are made outside the
-// book's locks, one at a time, on the goroutine of Run (or of a Check call),
-// never on the goroutine of Observe; so Observe never waits for fn. For each
+// book's locks, one at a time, on the goroutine of Run (or of a Check, Load
+// or Flush call), never on the goroutine of Observe or the other observation
+// and query methods; so Observe never waits for fn. Without Run, changes
+// wait (one pending entry per peer) until the next Check. For each
 // peer, a call's from is the previous call's to: changes that happen between
 // two deliveries are coalesced into one call, and none is made if the peer
 // ended where it started. fn may call the book's methods except Check, Flush
@@ -461,6 +463,7 @@ func (b *Book) checkLocked(e *entry, now time.Time) {
 // Flush persists every dirty record in one transaction. Records created in
 // memory for a peer whose persisted record was not loaded (new peers, and
 // evicted ones seen again) first get that record read and merged in.
+// OnState calls those merges cause are made on the caller's goroutine.
 func (b *Book) Flush(ctx context.Context) error {
 	if err := b.resolveMerges(ctx); err != nil {
 		return err
