@@ -221,8 +221,11 @@ func (b *Book) Observe(p peer.ID, e Event, n int) {
 	en.counts[e] += uint64(n)
 	b.applyLocked(en, b.p.Weights[e]*float64(n))
 	b.changedLocked(en, now)
+	wake := b.wantRunLocked()
 	b.mu.Unlock()
-	b.poke()
+	if wake {
+		b.poke()
+	}
 }
 
 // ObserveLatency folds d into p's latency EWMA; a session slower than
@@ -243,8 +246,11 @@ func (b *Book) ObserveLatency(p peer.ID, d time.Duration) {
 		b.applyLocked(en, b.p.SlowSyncWeight)
 	}
 	b.changedLocked(en, now)
+	wake := b.wantRunLocked()
 	b.mu.Unlock()
-	b.poke()
+	if wake {
+		b.poke()
+	}
 }
 
 // Connected marks p connected: uptime accrues until Disconnected.
@@ -262,8 +268,11 @@ func (b *Book) setConnected(p peer.ID, c bool) {
 	en := b.touchLocked(p, now)
 	en.connected = c
 	b.changedLocked(en, now)
+	wake := b.wantRunLocked()
 	b.mu.Unlock()
-	b.poke()
+	if wake {
+		b.poke()
+	}
 }
 
 // Score returns p's score now, decayed; 0 for an unknown peer.
@@ -329,8 +338,11 @@ func (b *Book) Ban(p peer.ID, until time.Time, reason string) error {
 	en.bannedUntil, en.banReason = until, reason
 	en.unban = false
 	b.changedLocked(en, now)
+	wake := b.wantRunLocked()
 	b.mu.Unlock()
-	b.poke()
+	if wake {
+		b.poke()
+	}
 	return nil
 }
 
@@ -357,8 +369,11 @@ func (b *Book) Unban(p peer.ID) error {
 		en.unban = en.merge // the persisted record may hold a ban too
 	}
 	b.changedLocked(en, now)
+	wake := b.wantRunLocked()
 	b.mu.Unlock()
-	b.poke()
+	if wake {
+		b.poke()
+	}
 	return nil
 }
 
@@ -403,8 +418,10 @@ func (b *Book) Records() []Record {
 
 // OnState registers fn to be called when a peer's state changes, e.g. to
 // Banned so that the node can disconnect it. Calls are made outside the
-// book's locks, one at a time, on the goroutine of Run (or of a Check call),
-// never on the goroutine of Observe; so Observe never waits for fn. For each
+// book's locks, one at a time, on the goroutine of Run (or of a Check, Load
+// or Flush call), never on the goroutine of Observe or the other observation
+// and query methods; so Observe never waits for fn. Without Run, changes
+// wait (one pending entry per peer) until the next Check. For each
 // peer, a call's from is the previous call's to: changes that happen between
 // two deliveries are coalesced into one call, and none is made if the peer
 // ended where it started. fn may call the book's methods except Check, Flush
@@ -446,6 +463,7 @@ func (b *Book) checkLocked(e *entry, now time.Time) {
 // Flush persists every dirty record in one transaction. Records created in
 // memory for a peer whose persisted record was not loaded (new peers, and
 // evicted ones seen again) first get that record read and merged in.
+// OnState calls those merges cause are made on the caller's goroutine.
 func (b *Book) Flush(ctx context.Context) error {
 	if err := b.resolveMerges(ctx); err != nil {
 		return err
@@ -595,6 +613,12 @@ func (b *Book) flushLogged(ctx context.Context) {
 	if err := b.Flush(ctx); err != nil && ctx.Err() == nil {
 		b.log.Warn("reputation: flush failed", "err", err)
 	}
+}
+
+// wantRunLocked reports whether Run has something to do now: OnState calls
+// to deliver, or evicted records piling up for a flush.
+func (b *Book) wantRunLocked() bool {
+	return len(b.pending) > 0 || len(b.evicted) >= max(1, b.max/2)
 }
 
 // poke wakes Run without blocking.

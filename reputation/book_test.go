@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/univrs/peerstate/reputation"
 )
 
@@ -477,6 +479,25 @@ func FuzzDecodeRecord(f *testing.F) {
 		}
 		if _, err := json.Marshal(r); err != nil {
 			t.Fatalf("accepted record does not encode: %v", err)
+		}
+	})
+}
+
+func BenchmarkBook_Observe(b *testing.B) {
+	book, err := reputation.New(newStore(b), reputation.DefaultParams())
+	if err != nil {
+		b.Fatal(err)
+	}
+	ids := make([]peer.ID, 64)
+	for i := range ids {
+		ids[i] = peerID(b, i)
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			book.Observe(ids[i%len(ids)], reputation.Valid, 1)
+			i++
 		}
 	})
 }

@@ -135,10 +135,10 @@ func TestBook_LoadSkipsUndecodable(t *testing.T) {
 		t.Fatal(err)
 	}
 	for key, v := range map[string]string{
-		reputation.Key(bad1):                 "not json",
-		reputation.Key(bad2):                 `{"peer":"` + good.String() + `","version":1,"updated_at":"2026-01-02T03:00:00Z"}`,
+		reputation.Key(bad1):                "not json",
+		reputation.Key(bad2):                `{"peer":"` + good.String() + `","version":1,"updated_at":"2026-01-02T03:00:00Z"}`,
 		"/peers/" + good.String() + "/info": `{"whatever":1}`,
-		"/peers/x/y/reputation":              `{}`,
+		"/peers/x/y/reputation":             `{}`,
 	} {
 		if _, err := s.Set(ctx, key, []byte(v)); err != nil {
 			t.Fatal(err)
@@ -299,5 +299,54 @@ func TestBook_MaxPeersFlood(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "dropped before they were flushed") {
 		t.Fatalf("drops not logged: %s", logs.String())
+	}
+}
+
+func TestBook_UnbanBeforeMerge(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	p := reputation.DefaultParams()
+	c := newClock()
+	id := peerID(t, 1)
+	b1 := newBook(t, s, p, c)
+	b1.Observe(id, reputation.Forged, 5)
+	if err := b1.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b2 := newBook(t, s, p, c) // not loaded: id is unknown in memory
+	if err := b2.Unban(id); err != nil {
+		t.Fatal(err)
+	}
+	if err := b2.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if b2.State(id) != reputation.Graylisted || !near(b2.Score(id), p.BanThreshold) {
+		t.Fatalf("after merge and unban: %s %v", b2.State(id), b2.Score(id))
+	}
+	b3 := newBook(t, s, p, c)
+	if err := b3.Load(ctx); err != nil || b3.Banned(id) {
+		t.Fatalf("the unban was not persisted: %v banned=%v", err, b3.Banned(id))
+	}
+}
+
+func TestBook_SilenceCostsNothing(t *testing.T) {
+	p := reputation.DefaultParams()
+	c := newClock()
+	b := newBook(t, newStore(t), p, c)
+	idle, quiet := peerID(t, 1), peerID(t, 2)
+	b.Connected(idle) // connected, sends nothing
+	b.Observe(quiet, reputation.Valid, 10)
+	b.Disconnected(quiet) // sent a little, then nothing
+	for range 7 * 24 {
+		c.Add(time.Hour)
+		b.Check()
+		for _, id := range []peer.ID{idle, quiet} {
+			if b.Score(id) < 0 || b.State(id) != reputation.Ok {
+				t.Fatalf("%s: score %v, state %s after silence", id.ShortString(), b.Score(id), b.State(id))
+			}
+		}
+	}
+	if b.Score(idle) <= 0 {
+		t.Fatalf("a connected idle peer earned nothing: %v", b.Score(idle))
 	}
 }
