@@ -221,11 +221,18 @@ func (hn *honestNet) waitIdentical(t *testing.T) {
 // unable to come back.
 func (hn *honestNet) expectPunished(t *testing.T, reason string, banned bool) {
 	t.Helper()
+	hn.expectPunishedBy(t, reason, banned, 2)
+}
+
+// expectPunishedBy is expectPunished for the first n nodes (the ones the
+// attack was aimed at).
+func (hn *honestNet) expectPunishedBy(t *testing.T, reason string, banned bool, n int) {
+	t.Helper()
 	m := hn.m
 	want := func(s reputation.State) bool {
 		return s == reputation.Banned || (!banned && s == reputation.Graylisted)
 	}
-	for i, nd := range hn.nodes[:2] {
+	for i, nd := range hn.nodes[:n] {
 		deadline := time.Now().Add(30 * time.Second)
 		for !want(nd.Reputation().State(m.id())) {
 			if time.Now().After(deadline) {
@@ -245,8 +252,12 @@ func (hn *honestNet) expectPunished(t *testing.T, reason string, banned bool) {
 		return
 	}
 	waitFor(t, func() bool {
-		return hn.nodes[0].Host().Network().Connectedness(m.id()) != network.Connected &&
-			hn.nodes[1].Host().Network().Connectedness(m.id()) != network.Connected
+		for _, nd := range hn.nodes[:n] {
+			if nd.Host().Network().Connectedness(m.id()) == network.Connected {
+				return false
+			}
+		}
+		return true
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -290,8 +301,8 @@ func TestAttack_Replay(t *testing.T) {
 	m.publish(m.id().String(), old) // an old version again
 	hn.writeHonest(t, "before", 3)
 	var captured [][]byte
-	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	for len(captured) < 3 {
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	for len(captured) < 1 {
 		msg, err := m.sub.Next(rctx)
 		if err != nil {
 			break
@@ -369,7 +380,7 @@ func TestAttack_Flood(t *testing.T) {
 	wg.Add(1)
 	go func() { // the flood, until the attacker is cut off
 		defer wg.Done()
-		for i := 0; i < 400 && hn.nodes[0].Host().Network().Connectedness(m.id()) == network.Connected; i++ {
+		for i := 0; i < 400 && hn.nodes[0].Reputation().State(m.id()) == reputation.Ok; i++ {
 			batch := make([]gossip.WireChange, 50)
 			for j := range batch {
 				batch[j] = m.change(fmt.Sprintf("/spam/%d/%d", i, j), strings.Repeat("s", 200), 1)
@@ -384,14 +395,39 @@ func TestAttack_Flood(t *testing.T) {
 	t.Logf("flood: peak RSS of this test process (3 nodes, attacker) %s", peakRSS())
 }
 
-// A peer holding catch-up streams open, and one asking for the whole state
-// in a loop, are refused past their limits and banned.
-func TestAttack_HeldStreamsAndWholeStateLoop(t *testing.T) {
+// A peer holding catch-up streams open is refused past its limit, every
+// time, until it is banned.
+func TestAttack_HeldStreams(t *testing.T) {
+	hn := newHonestNet(t, nil)
+	hn.writeHonest(t, "state", 20)
+	ctx := context.Background()
+	target := hn.nodes[0].ID()
+	var held []network.Stream
+	defer func() {
+		for _, s := range held {
+			_ = s.Reset()
+		}
+	}()
+	for i := 0; i < 20 && hn.nodes[0].Reputation().State(hn.m.id()) != reputation.Banned; i++ {
+		s, err := hn.m.h.NewStream(ctx, target, gossip.DefaultSyncProtocol)
+		if err != nil {
+			break
+		}
+		_, _ = s.Write([]byte{9}) // a frame length, and then nothing
+		held = append(held, s)
+		time.Sleep(20 * time.Millisecond)
+	}
+	hn.expectPunishedBy(t, gossip.ReasonSessionLimit, true, 1)
+	hn.writeHonest(t, "after", 3)
+}
+
+// A peer asking for the whole state in a loop is served until its byte
+// budget is spent, then cut off every time until it is banned.
+func TestAttack_WholeStateLoop(t *testing.T) {
 	hn := newHonestNet(t, func(c *node.Config) {
 		c.Gossip.MaxValueSize, c.Gossip.InlineValueLimit = 64<<10, 16<<10
 		c.Gossip.ServeBytesBurst, c.Gossip.ServeBytesRate = 2<<20, 1<<10
 	})
-	hn.writeHonest(t, "state", 500)
 	ctx := context.Background()
 	for i := range 2000 {
 		if _, err := hn.nodes[0].Store().Set(ctx, fmt.Sprintf("/bulk/%04d", i), bytes.Repeat([]byte("b"), 256)); err != nil {
@@ -399,28 +435,23 @@ func TestAttack_HeldStreamsAndWholeStateLoop(t *testing.T) {
 		}
 	}
 	target := hn.nodes[0].ID()
-	var held []network.Stream
-	for range 4 {
-		if s, err := hn.m.h.NewStream(ctx, target, gossip.DefaultSyncProtocol); err == nil {
-			_, _ = s.Write([]byte{9}) // a frame length, and then nothing
-			held = append(held, s)
-		}
-	}
-	for i := 0; i < 50 && hn.nodes[0].Reputation().State(hn.m.id()) != reputation.Banned; i++ {
+	var got int64
+	for i := 0; i < 100 && hn.nodes[0].Reputation().State(hn.m.id()) != reputation.Banned; i++ {
 		s, err := hn.m.requestAll(target)
 		if err != nil {
 			break
 		}
-		_, _ = io.Copy(io.Discard, bufio.NewReader(s))
+		n, _ := io.Copy(io.Discard, bufio.NewReader(s))
+		got += n
 	}
-	for _, s := range held {
-		_ = s.Reset()
-	}
-	st := hn.nodes[0].Gossip().Stats()
-	if st.Rejected[gossip.ReasonSessionLimit] == 0 || st.Rejected[gossip.ReasonBandwidth] == 0 {
-		t.Fatalf("limits not hit: %v", st.Rejected)
+	if got > 2<<20+64<<10 {
+		t.Fatalf("the attacker got %d bytes, over its budget", got)
 	}
 	waitFor(t, func() bool { return hn.nodes[0].Reputation().State(hn.m.id()) == reputation.Banned })
+	if hn.nodes[0].Gossip().Stats().Rejected[gossip.ReasonBandwidth] == 0 {
+		t.Fatal("no bandwidth cut-off counted")
+	}
+	t.Logf("whole-state loop: %d bytes served before the ban (budget %d)", got, 2<<20)
 	hn.writeHonest(t, "after", 3)
 }
 
