@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -36,7 +37,7 @@ import (
 
 // attacker is a hostile peer.
 type attacker struct {
-	t      *testing.T
+	t      testing.TB
 	h      host.Host
 	key    crypto.PrivKey
 	topic  *pubsub.Topic
@@ -45,7 +46,7 @@ type attacker struct {
 	seq    uint64
 }
 
-func newAttacker(t *testing.T) *attacker {
+func newAttacker(t testing.TB) *attacker {
 	t.Helper()
 	key, _, err := crypto.GenerateEd25519Key(nil)
 	if err != nil {
@@ -144,15 +145,17 @@ func (m *attacker) requestAll(p peer.ID) (network.Stream, error) {
 type honestNet struct {
 	nodes []*node.Node
 	m     *attacker
-	start time.Time // when the attacker joined
+	start time.Time     // when the attacker joined
+	ready chan struct{} // benchmarks: the attack is about to start
 }
 
-func newHonestNet(t *testing.T, mod func(*node.Config)) *honestNet {
+func newHonestNet(t testing.TB, mod func(*node.Config)) *honestNet {
 	t.Helper()
 	hn := &honestNet{}
 	for range 3 {
 		cfg := testConfig(t, t.TempDir())
 		cfg.Backend = node.BackendMemory
+		cfg.Gossip.Logger = slog.New(slog.DiscardHandler)
 		if mod != nil {
 			mod(&cfg)
 		}
@@ -174,7 +177,7 @@ func newHonestNet(t *testing.T, mod func(*node.Config)) *honestNet {
 
 // writeHonest writes n keys on the first node and waits until every honest
 // node holds them and all three states are identical (fingerprints).
-func (hn *honestNet) writeHonest(t *testing.T, tag string, n int) {
+func (hn *honestNet) writeHonest(t testing.TB, tag string, n int) {
 	t.Helper()
 	ctx := context.Background()
 	for i := range n {
@@ -193,7 +196,7 @@ func (hn *honestNet) writeHonest(t *testing.T, tag string, n int) {
 	hn.waitIdentical(t)
 }
 
-func (hn *honestNet) waitIdentical(t *testing.T) {
+func (hn *honestNet) waitIdentical(t testing.TB) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -476,15 +479,19 @@ func TestAttack_TricklingResponder(t *testing.T) {
 }
 
 // peakRSS is this process's peak resident set, from /proc.
-func peakRSS() string {
+func peakRSS() string { return fmt.Sprintf("%d kB", peakRSSKB()) }
+
+func peakRSSKB() int {
 	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
-		return "unknown"
+		return 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			return strings.TrimSpace(v)
+			var kb int
+			fmt.Sscanf(strings.TrimSpace(v), "%d", &kb)
+			return kb
 		}
 	}
-	return "unknown"
+	return 0
 }

@@ -24,7 +24,7 @@ func TestMain(m *testing.M) {
 	)
 }
 
-func testConfig(t *testing.T, dir string) node.Config {
+func testConfig(t testing.TB, dir string) node.Config {
 	t.Helper()
 	cfg := node.DefaultConfig()
 	cfg.DataDir = dir
@@ -34,7 +34,7 @@ func testConfig(t *testing.T, dir string) node.Config {
 	return cfg
 }
 
-func startNode(t *testing.T, cfg node.Config) *node.Node {
+func startNode(t testing.TB, cfg node.Config) *node.Node {
 	t.Helper()
 	n, err := node.New(context.Background(), cfg)
 	if err != nil {
@@ -106,7 +106,7 @@ func TestConfig_Validate(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, cond func() bool) {
+func waitFor(t testing.TB, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {

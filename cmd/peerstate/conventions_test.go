@@ -96,7 +96,7 @@ func TestCLI_Completion(t *testing.T) {
 		t.Fatalf("no bash to try the script in: %v", err)
 	}
 	probe := `source "$1"
-COMP_WORDS=(peerstate ba); COMP_CWORD=1; _peerstate; echo "${COMPREPLY[*]}"
+COMP_WORDS=(peerstate bac); COMP_CWORD=1; _peerstate; echo "${COMPREPLY[*]}"
 COMP_WORDS=(peerstate get --j); COMP_CWORD=2; _peerstate; echo "${COMPREPLY[*]}"`
 	out, err := exec.Command(bash, "-c", probe, "bash", script).CombinedOutput()
 	if err != nil || string(out) != "backup\n--json\n" {
