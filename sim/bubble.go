@@ -18,7 +18,7 @@ func RunNetwork(ctx context.Context, sc Scenario, opts Options) (*Report, error)
 		return nil, err
 	}
 	start := time.Now()
-	rep, err := runNetwork(ctx, sc, opts.Progress)
+	rep, err := runNetwork(ctx, ctx, sc, opts.Progress)
 	if err != nil {
 		return nil, err
 	}

@@ -19,7 +19,8 @@ type Report struct {
 }
 
 // Figures are the run's measurements. At the model level they depend on the
-// scenario and its seed only: the same seed gives equal figures.
+// scenario and its seed only: the same seed gives equal figures. At the
+// network level so do the figures Outcome keeps (see Outcome for the rest).
 type Figures struct {
 	Peers     int `json:"peers"`     // peers up at the end
 	Writes    int `json:"writes"`    // writes attempted
@@ -65,6 +66,33 @@ type Figures struct {
 	ConvergeAfterHeal  float64         `json:"converge_after_heal_s,omitempty"`
 	Restarted          []RestartFigure `json:"restarted,omitempty"`
 	Curve              []CurvePoint    `json:"curve"`
+}
+
+// Outcome returns f without its traffic counters: messages and bytes per
+// update, duplicates, catch-up rounds, changes and bytes, and restarted
+// peers' catch-up bytes. What remains — writes, keys, every latency
+// figure, convergence times and curve — depends on the scenario and its
+// seed only, at both levels.
+//
+// At the network level the traffic counters can differ between runs of one
+// seed. Time there is virtual, and every choice is the seed's (peer keys,
+// topology, per-link latencies, faults, writes, catch-up peers and jitter,
+// a gossipsub mesh with nothing left to chance), but goroutines woken at
+// the same virtual instant run in parallel, in whatever order the Go
+// scheduler gives them. When a push and a catch-up frame for the same
+// change reach a peer in one instant (one QUIC packet can carry both), one
+// of them finds it applied already: which one decides whether the push
+// counts as received or as a duplicate, and how many changes the catch-up
+// streamed and whether it ended in a repair. Neither the instant the change
+// became visible nor any final state depends on that order.
+func (f Figures) Outcome() Figures {
+	f.MessagesPerUpdatePerPeer, f.BytesPerUpdatePerPeer, f.Duplicates = 0, 0, 0
+	f.CatchUps, f.CatchUpChanges, f.CatchUpBytes = 0, 0, 0
+	f.Restarted = slices.Clone(f.Restarted)
+	for i := range f.Restarted {
+		f.Restarted[i].CatchUpBytes = 0
+	}
+	return f
 }
 
 // concurrentWins counts the acknowledged writes that share key and version.

@@ -46,7 +46,7 @@ func Run(ctx context.Context, sc Scenario, opts Options) (*Report, error) {
 		return nil, err
 	}
 	if sc.Level == LevelNetwork {
-		return runNetwork(ctx, sc, opts.Progress)
+		return runNetwork(ctx, ctx, sc, opts.Progress)
 	}
 	return runModel(ctx, sc, opts.Progress)
 }
