@@ -631,4 +631,3 @@ func (r *netRun) close() error {
 	}
 	return errors.Join(errs...)
 }
-
