@@ -1,7 +1,9 @@
 package sim
 
 import (
+	"bytes"
 	"context"
+	"reflect"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -39,19 +41,45 @@ func runNet(t *testing.T, sc Scenario) *Report {
 	return rep
 }
 
+// runNetTwice runs a network-level scenario twice, each in its own bubble,
+// and checks that both pass and give equal checks, equal figures but for
+// the traffic counters (see Figures.Outcome) and byte-equal plots.
+func runNetTwice(t *testing.T, sc Scenario) *Report {
+	t.Helper()
+	a := runNet(t, sc)
+	b := runNet(t, sc)
+	if !reflect.DeepEqual(a.Figures.Outcome(), b.Figures.Outcome()) || !reflect.DeepEqual(a.Checks, b.Checks) {
+		t.Fatalf("same seed, different figures:\n%+v\n%+v", summary(a), summary(b))
+	}
+	if !reflect.DeepEqual(a.Figures, b.Figures) {
+		t.Logf("traffic counters differ between the runs (see Figures.Outcome): %+v", summary(b))
+	}
+	var pa, pb bytes.Buffer
+	if err := WritePlot(&pa, a, FormatSVG); err != nil {
+		t.Fatal(err)
+	}
+	if err := WritePlot(&pb, b, FormatSVG); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(pa.Bytes(), pb.Bytes()) {
+		t.Fatal("same seed, different plots")
+	}
+	return a
+}
+
 // TestNetwork_100Peers runs the real stack of 100 peers over simulated
 // libp2p, with duplicated and reordered broadcasts.
 func TestNetwork_100Peers(t *testing.T) {
-	// Short, so it stays within a few minutes under -race.
+	// Short, so both runs stay within a few minutes under -race.
 	sc := netScenario(100)
 	sc.Writes = 100
 	sc.Window = Duration(2 * time.Second)
-	sc.Settle = Duration(4 * time.Second)
+	sc.Settle = Duration(3 * time.Second)
 	sc.Duplicate, sc.Reorder = 0.05, 0.05
 	if raceEnabled {
-		sc.Writes, sc.Settle = 50, Duration(3*time.Second)
+		sc.Writes, sc.Window, sc.Settle = 30, Duration(time.Second), Duration(2*time.Second)
 	}
-	rep := runNet(t, sc)
+	rep := runNetTwice(t, sc)
 	f := rep.Figures
 	if f.Peers != 100 || f.Acked == 0 || f.MessagesPerUpdatePerPeer == 0 {
 		t.Fatalf("figures: %+v", summary(rep))
@@ -77,7 +105,7 @@ func TestNetwork_PartitionSQLite(t *testing.T) {
 	sc.Settle = Duration(8 * time.Second)
 	sc.Window = Duration(6 * time.Second)
 	sc.Partition = &Partition{At: Duration(time.Second), Heal: Duration(4 * time.Second)}
-	rep := runNet(t, sc)
+	rep := runNetTwice(t, sc)
 	f := rep.Figures
 	low := 1.0
 	for _, p := range f.Curve {

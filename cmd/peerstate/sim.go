@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -29,7 +31,7 @@ func defineSimFlags(fs *flag.FlagSet, k *simKnobs) {
 	s := &k.sc
 	fs.StringVar(&s.Level, "level", s.Level, "model (real replica code, in-process messages, up to 10,000 peers) or network (real node stack on simulated libp2p)")
 	fs.IntVar(&s.Peers, "peers", s.Peers, "number of peers")
-	fs.Uint64Var(&s.Seed, "seed", s.Seed, "random seed: the same seed reproduces a model run exactly")
+	fs.Uint64Var(&s.Seed, "seed", s.Seed, "random seed: the same seed reproduces a run (at the network level all but its traffic counters)")
 	fs.StringVar(&s.Store, "store", s.Store, "network level: the peers' store, memory or sqlite")
 	fs.StringVar(&s.Workload, "workload", s.Workload, "mixed, peers (/peers/{id}/info and reputation), topics (log appends) or cas (hot /workloads keys)")
 	fs.IntVar(&s.Writes, "writes", s.Writes, "writes in total")
@@ -108,8 +110,10 @@ func simCommand() *command {
 flags given with a file override its fields. Time is virtual. The model level
 runs the real replica code of every peer over an in-process message layer and
 is exactly reproducible from --seed; the network level runs every peer's
-replica and gossip over libp2p on a simulated network; the test suite runs it
-in a testing/synctest bubble (virtual time), this command in real time.
+replica and gossip over libp2p on a simulated network, in a testing/synctest
+bubble (virtual time, as in the test suite). Either level gives the same
+outcome figures for the same --seed (at the network level the traffic counters
+can differ a little: see sim.Figures.Outcome).
 
 After the run the checks compare every peer's state fingerprint, look for lost
 acknowledged writes and deleted keys come back, and verify watch streams; the
@@ -163,17 +167,36 @@ Example:
 			}
 			var opts sim.Options
 			var bar *progressbar.ProgressBar
+			stopBar := func() {}
 			if !*quiet {
 				bar = progressbar.NewOptions(1000,
 					progressbar.OptionSetWriter(m.Stderr),
 					progressbar.OptionSetDescription(fmt.Sprintf("%s, %d peers", sc.Level, sc.Peers)),
-					progressbar.OptionThrottle(100*time.Millisecond),
 					progressbar.OptionClearOnFinish())
+				// The run reports its virtual time, from inside a synctest
+				// bubble at the network level; the bar follows in real time.
+				var permille atomic.Int64
 				opts.Progress = func(done, total time.Duration) {
 					if total > 0 {
-						_ = bar.Set(int(1000 * done / total))
+						permille.Store(int64(1000 * done / total))
 					}
 				}
+				stop := make(chan struct{})
+				var wg sync.WaitGroup
+				wg.Go(func() {
+					tick := time.NewTicker(200 * time.Millisecond)
+					defer tick.Stop()
+					for {
+						select {
+						case <-stop:
+							_ = bar.Finish()
+							return
+						case <-tick.C:
+							_ = bar.Set(int(permille.Load()))
+						}
+					}
+				})
+				stopBar = func() { close(stop); wg.Wait() }
 			}
 			var rep *sim.Report
 			var err error
@@ -182,9 +205,7 @@ Example:
 			} else {
 				rep, err = sim.Run(ctx, sc, opts)
 			}
-			if bar != nil {
-				_ = bar.Finish()
-			}
+			stopBar()
 			if err != nil {
 				return err
 			}
