@@ -3,7 +3,11 @@ package sim
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
 	"reflect"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -121,5 +125,60 @@ func TestNetwork_PartitionSQLite(t *testing.T) {
 	}
 	if f.Dropped == 0 || f.CatchUpChanges == 0 {
 		t.Fatalf("lost broadcasts were not repaired by catch-up: %+v", summary(rep))
+	}
+}
+
+// TestRunNetwork_Bubble runs a scenario with RunNetwork, as the peerstate
+// sim command does, in a child process: its report gives the outcome the
+// suite's synctest run gives, so it ran in virtual time too.
+func TestRunNetwork_Bubble(t *testing.T) {
+	sc := netScenario(8)
+	sc.Writes = 40
+	sc.Window = Duration(time.Second)
+	sc.Settle = Duration(3 * time.Second)
+	sc.Loss = 0.1
+	sc.Partition = &Partition{At: Duration(500 * time.Millisecond), Heal: Duration(1500 * time.Millisecond)}
+	want := runNet(t, sc)
+
+	js, err := json.Marshal(sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run", "^$")
+	cmd.Env = append(os.Environ(), runNetworkEnv+"="+string(js))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("RunNetwork: %v\n%s", err, stderr.Bytes())
+	}
+	if bytes.Contains(out, []byte("PASS")) {
+		t.Errorf("the test runner's verdict reached standard output:\n%s", out)
+	}
+	var got Report
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("report: %v\n%s", err, out)
+	}
+	if !got.Checks.Passed() || !reflect.DeepEqual(got.Checks, want.Checks) {
+		t.Fatalf("checks: %+v, want %+v", got.Checks, want.Checks)
+	}
+	// JSON keeps float64s exactly; nil and empty slices aside.
+	g, w := got.Figures.Outcome(), want.Figures.Outcome()
+	gj, _ := json.Marshal(g)
+	wj, _ := json.Marshal(w)
+	if !bytes.Equal(gj, wj) {
+		t.Fatalf("RunNetwork and the suite's bubble disagree:\n%s\n%s", gj, wj)
+	}
+	if got.Resources.Wall <= 0 {
+		t.Fatalf("wall time %v", got.Resources.Wall)
+	}
+
+	// Inside a running test, RunNetwork says what to do instead.
+	if _, err := RunNetwork(context.Background(), sc, Options{}); err == nil || !strings.Contains(err.Error(), "synctest.Test") {
+		t.Fatalf("RunNetwork inside a test: %v", err)
 	}
 }
