@@ -239,9 +239,7 @@ func (m *model) addPeer(joined bool) error {
 		return fmt.Errorf("sim: key: %w", err)
 	}
 	p := &modelPeer{idx: idx, key: key, up: true, joined: joined, seen: map[uint64]struct{}{}}
-	if m.sc.ClockSkew > 0 {
-		p.skew = time.Duration(m.rng.Int64N(2*int64(m.sc.ClockSkew)+1)) - m.sc.ClockSkew.D()
-	}
+	p.skew = peerSkew(m.sc, idx, m.rng)
 	p.store = m.newStore(p)
 	rep, err := openReplica(m.ctx, key, disk{p.store}, m.clock(p), broadcaster{m, p})
 	if err != nil {

@@ -353,7 +353,9 @@ func (r *netRun) addPeer(i int, link simnet.NodeBiDiLinkSettings) error {
 		local = memory.New(datastore.WithDeleteMissingOK())
 	}
 	bc := &seam{run: r, p: p}
-	if p.rep, err = openReplica(r.ctx, priv, local, time.Now, bc); err != nil {
+	skew := peerSkew(r.sc, i, r.rng)
+	now := func() time.Time { return time.Now().Add(skew) }
+	if p.rep, err = openReplica(r.ctx, priv, local, now, bc); err != nil {
 		_ = local.Close()
 		return fmt.Errorf("sim: replica %d: %w", i, err)
 	}
@@ -557,6 +559,11 @@ func (r *netRun) report(curve []CurvePoint, t0, lastWrite, converged time.Time) 
 	acked := slices.Clone(r.acked)
 	r.mu.Unlock()
 	f.ConcurrentWins = concurrentWins(acked)
+	ids := make([]string, len(r.peers))
+	for i, p := range r.peers {
+		ids[i] = p.id
+	}
+	f.SkewedUpdates = skewedUpdates(acked, ids, r.sc)
 	slices.Sort(keys)
 	var msgs, bytes uint64
 	for _, p := range r.peers {

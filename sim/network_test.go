@@ -182,3 +182,33 @@ func TestRunNetwork_Bubble(t *testing.T) {
 		t.Fatalf("RunNetwork inside a test: %v", err)
 	}
 }
+
+// TestNetwork_ClockSkew runs two writers with clocks minutes off, one ahead
+// and one behind, updating the hot /workloads keys the others create. The
+// others leave the clock ahead's writes for later, as stamped beyond the
+// allowed skew of a minute (and the clock behind the others' writes), until
+// their clocks come within reach; catch-up and repair then bring them. The
+// writes converge and none is updated before it was created.
+func TestNetwork_ClockSkew(t *testing.T) {
+	sc := netScenario(12)
+	sc.Writers, sc.Writes = 6, 60
+	sc.Workload, sc.HotKeys = WorkloadCAS, 4
+	sc.Window = Duration(2 * time.Second)
+	sc.Skew = &Skew{Ahead: 1, Behind: 1, Offset: Duration(2 * time.Minute)}
+	sc.Settle = Duration(240 * time.Second)
+	sc.Sample = Duration(5 * time.Second)
+	rep := runNetTwice(t, sc)
+	f := rep.Figures
+	if f.SkewedUpdates == 0 {
+		t.Fatalf("the skewed writers updated nothing: %+v", summary(rep))
+	}
+	if rep.Checks.BackInTime != 0 {
+		t.Fatalf("%d writes updated before they were created", rep.Checks.BackInTime)
+	}
+	// The clock ahead's writes wait a minute past the allowed skew, and
+	// the others' updates of them (stamped after them) a minute more at
+	// the clock behind.
+	if f.ConvergeAfterWrite < 120 {
+		t.Fatalf("converged %.1fs after the last write, before the skewed stamps were in range", f.ConvergeAfterWrite)
+	}
+}

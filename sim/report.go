@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"time"
 
@@ -52,6 +53,9 @@ type Figures struct {
 	// Rejected counts changes a receiver refused as invalid.
 	Rejected uint64 `json:"rejected"`
 	Dropped  uint64 `json:"dropped"`
+	// SkewedUpdates counts acknowledged updates (versions above 1) written
+	// by the peers whose clocks Scenario.Skew set off.
+	SkewedUpdates int `json:"skewed_updates,omitempty"`
 
 	// Catch-up: rounds, changes and bytes streamed.
 	CatchUps       uint64 `json:"catch_ups"`
@@ -93,6 +97,45 @@ func (f Figures) Outcome() Figures {
 		f.Restarted[i].CatchUpBytes = 0
 	}
 	return f
+}
+
+// peerSkew is peer idx's clock offset: uniform in ±ClockSkew, plus or
+// minus the Skew offset for the writers it sets off.
+func peerSkew(sc Scenario, idx int, rng *rand.Rand) time.Duration {
+	var d time.Duration
+	if sc.ClockSkew > 0 {
+		d = time.Duration(rng.Int64N(2*int64(sc.ClockSkew)+1)) - sc.ClockSkew.D()
+	}
+	if k := sc.Skew; k != nil {
+		switch {
+		case idx < k.Ahead:
+			d += k.Offset.D()
+		case idx < k.Ahead+k.Behind:
+			d -= k.Offset.D()
+		}
+	}
+	return d
+}
+
+// skewedUpdates counts the acknowledged updates whose origin is one of the
+// first n peers (those Scenario.Skew sets off) among ids.
+func skewedUpdates(acked []change, ids []string, sc Scenario) int {
+	if sc.Skew == nil {
+		return 0
+	}
+	skewed := map[string]bool{}
+	for i, id := range ids {
+		if i < sc.Skew.Ahead+sc.Skew.Behind {
+			skewed[id] = true
+		}
+	}
+	n := 0
+	for _, c := range acked {
+		if skewed[c.Origin] && c.Version > 1 {
+			n++
+		}
+	}
+	return n
 }
 
 // concurrentWins counts the acknowledged writes that share key and version.
@@ -143,9 +186,12 @@ type Checks struct {
 	// their key; Resurrected keys whose newest write is a delete but that
 	// a peer holds; Diverged keys whose final state is not their newest
 	// acknowledged write. Each counts once per distinct final state.
-	Lost        int      `json:"lost"`
-	Resurrected int      `json:"resurrected"`
-	Diverged    int      `json:"diverged"`
+	Lost        int `json:"lost"`
+	Resurrected int `json:"resurrected"`
+	Diverged    int `json:"diverged"`
+	// BackInTime counts acknowledged writes updated before they were
+	// created (UpdatedAt < CreatedAt), which every final state is one of.
+	BackInTime  int      `json:"back_in_time"`
 	Watchers    int      `json:"watchers"`
 	WatchErrors []string `json:"watch_errors,omitempty"`
 	Failures    []string `json:"failures,omitempty"`
@@ -252,6 +298,11 @@ func (m *model) report() (*Report, error) {
 		acked[i] = tc.c
 	}
 	f.ConcurrentWins = concurrentWins(acked)
+	ids := make([]string, len(m.peers))
+	for i, p := range m.peers {
+		ids[i] = p.id
+	}
+	f.SkewedUpdates = skewedUpdates(acked, ids, m.sc)
 	checks, err := runChecks(ctx, reps, acked, best)
 	if err != nil {
 		return nil, err
@@ -349,6 +400,14 @@ func runChecks(ctx context.Context, peers []replicaView, acked []change, best ma
 				c.Diverged++
 			}
 		}
+	}
+	for _, a := range acked {
+		if a.UpdatedAt < a.CreatedAt {
+			c.BackInTime++
+		}
+	}
+	if c.BackInTime > 0 {
+		c.Failures = append(c.Failures, fmt.Sprintf("%d writes updated before they were created", c.BackInTime))
 	}
 	if c.Lost > 0 {
 		c.Failures = append(c.Failures, fmt.Sprintf("%d acknowledged writes lost", c.Lost))

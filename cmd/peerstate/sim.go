@@ -24,6 +24,7 @@ type simKnobs struct {
 	part    sim.Partition
 	restart sim.Restart
 	churn   sim.Churn
+	skew    sim.Skew
 }
 
 // defineSimFlags binds every knob of k to a flag of fs.
@@ -47,7 +48,7 @@ func defineSimFlags(fs *flag.FlagSet, k *simKnobs) {
 	fs.Float64Var(&s.Duplicate, "dup", s.Duplicate, "probability a message is duplicated")
 	fs.Float64Var(&s.Reorder, "reorder", s.Reorder, "probability a message is held back (reordered)")
 	fs.TextVar(&s.ReorderDelay, "reorder-delay", s.ReorderDelay, "model level: how long a reordered message is held back, at most")
-	fs.TextVar(&s.ClockSkew, "clock-skew", s.ClockSkew, "model level: each peer's clock is off by up to this, either way")
+	fs.TextVar(&s.ClockSkew, "clock-skew", s.ClockSkew, "each peer's clock is off by up to this, either way (at most 30s)")
 	fs.IntVar(&s.Fanout, "fanout", s.Fanout, "mesh degree: peers each peer pushes to (network level: connections per peer)")
 	fs.TextVar(&s.SyncInterval, "sync-interval", s.SyncInterval, "mean time between a peer's catch-up rounds")
 	fs.IntVar(&s.SyncFanout, "sync-fanout", s.SyncFanout, "peers per catch-up round")
@@ -62,6 +63,9 @@ func defineSimFlags(fs *flag.FlagSet, k *simKnobs) {
 	fs.TextVar(&k.restart.Down, "restart-down", k.restart.Down, "how long a crashed peer stays down")
 	fs.BoolVar(&k.restart.FromBackup, "restart-from-backup", k.restart.FromBackup, "model level: restart from a copy of the store taken --restart-backup before the crash")
 	fs.TextVar(&k.restart.Backup, "restart-backup", k.restart.Backup, "age of that backup at the crash")
+	fs.IntVar(&k.skew.Ahead, "skew-ahead", k.skew.Ahead, "writers whose clock runs --skew-offset ahead (beyond the allowed skew of a minute: the others take their writes only once within reach)")
+	fs.IntVar(&k.skew.Behind, "skew-behind", k.skew.Behind, "writers whose clock runs --skew-offset behind")
+	fs.TextVar(&k.skew.Offset, "skew-offset", k.skew.Offset, "how far those clocks are off (the model level needs all clocks within a minute of each other)")
 	fs.IntVar(&k.churn.Leave, "churn-leave", k.churn.Leave, "model level: peers that leave for good during the writes")
 	fs.IntVar(&k.churn.Join, "churn-join", k.churn.Join, "model level: new, empty peers that join during the writes")
 }
@@ -77,13 +81,16 @@ func knobsOf(sc sim.Scenario) simKnobs {
 	if sc.Churn != nil {
 		k.churn = *sc.Churn
 	}
+	if sc.Skew != nil {
+		k.skew = *sc.Skew
+	}
 	return k
 }
 
 // scenario returns k's scenario with the faults that are set.
 func (k simKnobs) scenario() sim.Scenario {
 	sc := k.sc
-	sc.Partition, sc.Restart, sc.Churn = nil, nil, nil
+	sc.Partition, sc.Restart, sc.Churn, sc.Skew = nil, nil, nil, nil
 	if k.part.Heal > 0 {
 		p := k.part
 		sc.Partition = &p
@@ -94,6 +101,10 @@ func (k simKnobs) scenario() sim.Scenario {
 			r.Down = sim.Duration(5 * time.Second)
 		}
 		sc.Restart = &r
+	}
+	if k.skew.Ahead > 0 || k.skew.Behind > 0 {
+		s := k.skew
+		sc.Skew = &s
 	}
 	if k.churn.Leave > 0 || k.churn.Join > 0 {
 		c := k.churn
