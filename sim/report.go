@@ -52,7 +52,10 @@ type Figures struct {
 	Duplicates               uint64  `json:"duplicates"`
 	// Rejected counts changes a receiver refused as invalid.
 	Rejected uint64 `json:"rejected"`
-	Dropped  uint64 `json:"dropped"`
+	// Attacks counts the tampered, impersonated and replayed changes the
+	// hostile peers sent.
+	Attacks uint64 `json:"attacks,omitempty"`
+	Dropped uint64 `json:"dropped"`
 	// SkewedUpdates counts acknowledged updates (versions above 1) written
 	// by the peers whose clocks Scenario.Skew set off.
 	SkewedUpdates int `json:"skewed_updates,omitempty"`
@@ -252,7 +255,7 @@ func (m *model) report() (*Report, error) {
 	f := Figures{
 		Writes: m.wl.Writes, Acked: len(m.changes), Conflicts: m.wl.Conflicts,
 		Keys: len(m.keyNames), Deletes: m.wl.Deletes,
-		Duplicates: m.dups, Dropped: m.dropped, Rejected: m.rejected,
+		Duplicates: m.dups, Dropped: m.dropped, Rejected: m.rejected, Attacks: m.attacks,
 		CatchUps: m.syncs, CatchUpChanges: m.syncChanges, CatchUpBytes: m.syncBytes,
 		Curve: m.curve, ConvergedAt: -1, ConvergeAfterWrite: -1,
 	}

@@ -103,6 +103,17 @@ type Skew struct {
 	Offset Duration `json:"offset" toml:"offset"`
 }
 
+// Hostile makes the last Peers peers attackers (model level): besides
+// running an honest replica, each sends its mesh, every Every, a message of
+// three changes chosen from the acknowledged writes — one with its value
+// tampered with (its signature no longer holds), one claiming a newer
+// version in another peer's name but signed with the attacker's key, and
+// an old version replayed with its valid signature.
+type Hostile struct {
+	Peers int      `json:"peers" toml:"peers"`
+	Every Duration `json:"every,omitempty" toml:"every"`
+}
+
 // Churn has peers leave for good and new, empty peers join while the
 // workload runs.
 type Churn struct {
@@ -160,6 +171,7 @@ type Scenario struct {
 	Partition *Partition `json:"partition,omitempty" toml:"partition"`
 	Restart   *Restart   `json:"restart,omitempty" toml:"restart"`
 	Churn     *Churn     `json:"churn,omitempty" toml:"churn"`
+	Hostile   *Hostile   `json:"hostile,omitempty" toml:"hostile"`
 
 	// Watchers is how many peers keep a watch on every key for the whole
 	// run; their streams are checked at the end.
@@ -297,6 +309,17 @@ func (s Scenario) Validate() error {
 			// but its watermarks move past them, so catch-up does not send
 			// them again: only the network level's fingerprint repair does.
 			return bad("clocks %v apart: the model level, which has no fingerprint repair, needs them within %v (the network level takes any)", spread, maxClockSkew)
+		}
+	}
+	if h := s.Hostile; h != nil {
+		if s.Level == LevelNetwork {
+			return bad("hostile peers are for the model level")
+		}
+		if h.Peers <= 0 || h.Peers > s.Peers-max(s.Writers, min(s.Watchers, s.Peers)) {
+			return bad("hostile %d peers of %d: want at least one, and none of the writers or watchers", h.Peers, s.Peers)
+		}
+		if h.Every < 0 {
+			return bad("durations must not be negative")
 		}
 	}
 	if p := s.Partition; p != nil {

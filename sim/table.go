@@ -40,6 +40,9 @@ func WriteTable(w io.Writer, rep *Report) error {
 	if s.Partition != nil {
 		t.AppendRow(table.Row{"converged after the heal", secs(f.ConvergeAfterHeal)})
 	}
+	if s.Hostile != nil {
+		t.AppendRow(table.Row{"attacks sent (tampered, forged, replayed)", f.Attacks})
+	}
 	if s.Skew != nil {
 		t.AppendRow(table.Row{"updates by the skewed clocks", f.SkewedUpdates})
 	}
@@ -86,6 +89,9 @@ func scenarioLine(s Scenario) string {
 	}
 	if s.Restart != nil {
 		parts = append(parts, fmt.Sprintf("%d restarts", s.Restart.Peers))
+	}
+	if h := s.Hostile; h != nil {
+		parts = append(parts, fmt.Sprintf("%d hostile", h.Peers))
 	}
 	if k := s.Skew; k != nil {
 		parts = append(parts, fmt.Sprintf("clocks of %d writers %v ahead, %d behind", k.Ahead, k.Offset.D(), k.Behind))

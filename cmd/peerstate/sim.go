@@ -25,6 +25,7 @@ type simKnobs struct {
 	restart sim.Restart
 	churn   sim.Churn
 	skew    sim.Skew
+	hostile sim.Hostile
 }
 
 // defineSimFlags binds every knob of k to a flag of fs.
@@ -66,6 +67,8 @@ func defineSimFlags(fs *flag.FlagSet, k *simKnobs) {
 	fs.IntVar(&k.skew.Ahead, "skew-ahead", k.skew.Ahead, "writers whose clock runs --skew-offset ahead (beyond the allowed skew of a minute: the others take their writes only once within reach)")
 	fs.IntVar(&k.skew.Behind, "skew-behind", k.skew.Behind, "writers whose clock runs --skew-offset behind")
 	fs.TextVar(&k.skew.Offset, "skew-offset", k.skew.Offset, "how far those clocks are off (the model level needs all clocks within a minute of each other)")
+	fs.IntVar(&k.hostile.Peers, "hostile", k.hostile.Peers, "model level: attackers among the last peers, sending tampered, impersonated and replayed changes")
+	fs.TextVar(&k.hostile.Every, "hostile-every", k.hostile.Every, "how often each attacker sends (0: 200ms)")
 	fs.IntVar(&k.churn.Leave, "churn-leave", k.churn.Leave, "model level: peers that leave for good during the writes")
 	fs.IntVar(&k.churn.Join, "churn-join", k.churn.Join, "model level: new, empty peers that join during the writes")
 }
@@ -84,13 +87,16 @@ func knobsOf(sc sim.Scenario) simKnobs {
 	if sc.Skew != nil {
 		k.skew = *sc.Skew
 	}
+	if sc.Hostile != nil {
+		k.hostile = *sc.Hostile
+	}
 	return k
 }
 
 // scenario returns k's scenario with the faults that are set.
 func (k simKnobs) scenario() sim.Scenario {
 	sc := k.sc
-	sc.Partition, sc.Restart, sc.Churn, sc.Skew = nil, nil, nil, nil
+	sc.Partition, sc.Restart, sc.Churn, sc.Skew, sc.Hostile = nil, nil, nil, nil, nil
 	if k.part.Heal > 0 {
 		p := k.part
 		sc.Partition = &p
@@ -101,6 +107,10 @@ func (k simKnobs) scenario() sim.Scenario {
 			r.Down = sim.Duration(5 * time.Second)
 		}
 		sc.Restart = &r
+	}
+	if k.hostile.Peers > 0 {
+		h := k.hostile
+		sc.Hostile = &h
 	}
 	if k.skew.Ahead > 0 || k.skew.Behind > 0 {
 		s := k.skew

@@ -53,7 +53,7 @@ func TestCLI_SimUsage(t *testing.T) {
 	if !strings.Contains(r.stdout, "virtual time") {
 		t.Errorf("help sim does not say the network level runs in virtual time:\n%s", r.stdout)
 	}
-	for _, knob := range []string{"-peers", "-loss", "-dup", "-reorder", "-partition-at", "-restart", "-churn-leave", "-clock-skew", "-skew-ahead", "-skew-behind", "-skew-offset", "-bandwidth", "-plot", "-json", "-scenario", "-level"} {
+	for _, knob := range []string{"-peers", "-loss", "-dup", "-reorder", "-partition-at", "-restart", "-churn-leave", "-clock-skew", "-hostile", "-skew-ahead", "-skew-behind", "-skew-offset", "-bandwidth", "-plot", "-json", "-scenario", "-level"} {
 		if !strings.Contains(r.stdout, knob) {
 			t.Errorf("help sim lacks %s", knob)
 		}
