@@ -191,6 +191,9 @@ func TestRunNetwork_Bubble(t *testing.T) {
 // writes converge and none is updated before it was created.
 func TestNetwork_ClockSkew(t *testing.T) {
 	sc := netScenario(12)
+	if raceEnabled {
+		sc.Peers = 8
+	}
 	sc.Writers, sc.Writes = 6, 60
 	sc.Workload, sc.HotKeys = WorkloadCAS, 4
 	sc.Window = Duration(2 * time.Second)
