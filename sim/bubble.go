@@ -90,6 +90,19 @@ func RunNetwork(ctx context.Context, sc Scenario, opts Options) (*Report, error)
 
 const bubbleTest = "PeerstateSimNetwork"
 
+// inBubble reports whether the caller runs in a synctest bubble: Wait
+// panics outside one (and, inside, returns once the bubble's other
+// goroutines are idle).
+func inBubble() (in bool) {
+	defer func() {
+		if recover() != nil {
+			in = false
+		}
+	}()
+	synctest.Wait()
+	return true
+}
+
 // bubbleMu keeps RunNetwork calls one at a time: the runner is
 // process-wide state.
 var bubbleMu sync.Mutex

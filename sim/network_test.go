@@ -215,3 +215,12 @@ func TestNetwork_ClockSkew(t *testing.T) {
 		t.Fatalf("converged %.1fs after the last write, before the skewed stamps were in range", f.ConvergeAfterWrite)
 	}
 }
+
+// TestRun_NetworkOutsideBubble: Run at the network level outside a bubble
+// goes to RunNetwork, which in a running test says what to do instead.
+func TestRun_NetworkOutsideBubble(t *testing.T) {
+	sc := netScenario(4)
+	if _, err := Run(context.Background(), sc, Options{}); err == nil || !strings.Contains(err.Error(), "synctest.Test") {
+		t.Fatalf("Run outside a bubble: %v", err)
+	}
+}
