@@ -584,7 +584,9 @@ func (g *Gossip) syncRound() {
 	}
 }
 
-// syncPeers returns the connected peers known to speak SyncProtocol.
+// syncPeers returns the connected peers known to speak SyncProtocol, in
+// order of ID (the network lists them in map order), so a seeded Rand
+// makes the same choices.
 func (g *Gossip) syncPeers() []peer.ID {
 	var out []peer.ID
 	for _, p := range g.h.Network().Peers() {
@@ -595,6 +597,7 @@ func (g *Gossip) syncPeers() []peer.ID {
 			out = append(out, p)
 		}
 	}
+	slices.Sort(out)
 	return out
 }
 

@@ -81,7 +81,9 @@ func peerKey(seed uint64, i int) (crypto.PrivKey, error) {
 
 // invalidChange reports an Apply error that only rejected some changes
 // (the valid ones were applied), as a receiver would reject them.
-func invalidChange(err error) bool { return errors.Is(err, replica.ErrInvalidChange) }
+func invalidChange(err error) bool {
+	return errors.Is(err, replica.ErrInvalidChange) || errors.Is(err, replica.ErrBadSignature)
+}
 
 // current returns the replicated state of key on r.
 func current(ctx context.Context, r *replica.Replica, key string) (change, bool, error) {

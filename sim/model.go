@@ -113,6 +113,7 @@ type model struct {
 	sent, sentBytes, dups, dropped        uint64
 	syncs, syncChanges, syncBytes, events uint64
 	rejected                              uint64
+	attacks                               uint64
 	peakHeap                              uint64
 	restarts                              []*modelPeer
 	err                                   error
@@ -217,6 +218,11 @@ func (m *model) setup() error {
 		m.peers[i].watch = w
 	}
 	m.scheduleFaults(restartSet, churnSet)
+	if h := sc.Hostile; h != nil {
+		for i := sc.Peers - h.Peers; i < sc.Peers; i++ {
+			m.scheduleAttack(m.peers[i])
+		}
+	}
 	m.end = m.faultEnd() + sc.Settle.D()
 	m.end = max(m.end, sc.Window.D()+sc.Settle.D())
 	for i := range sc.Writes {
@@ -239,9 +245,7 @@ func (m *model) addPeer(joined bool) error {
 		return fmt.Errorf("sim: key: %w", err)
 	}
 	p := &modelPeer{idx: idx, key: key, up: true, joined: joined, seen: map[uint64]struct{}{}}
-	if m.sc.ClockSkew > 0 {
-		p.skew = time.Duration(m.rng.Int64N(2*int64(m.sc.ClockSkew)+1)) - m.sc.ClockSkew.D()
-	}
+	p.skew = peerSkew(m.sc, idx, m.rng)
 	p.store = m.newStore(p)
 	rep, err := openReplica(m.ctx, key, disk{p.store}, m.clock(p), broadcaster{m, p})
 	if err != nil {
@@ -538,9 +542,13 @@ func (m *model) deliver(from, to *modelPeer, msg *message) {
 		return
 	}
 	to.seen[msg.id] = struct{}{}
-	if err := m.apply(to, from, msg.changes); err != nil {
+	rejected, err := m.apply(to, from, msg.changes)
+	if err != nil {
 		m.fail(err)
 		return
+	}
+	if rejected {
+		return // gossipsub's validator stops it here
 	}
 	for _, q := range to.mesh {
 		if q != from.idx {
@@ -550,14 +558,65 @@ func (m *model) deliver(from, to *modelPeer, msg *message) {
 }
 
 // apply applies changes from a peer and follows what the receiver holds.
-func (m *model) apply(to, from *modelPeer, cs []change) error {
+// It reports whether the replica rejected some of them as invalid.
+func (m *model) apply(to, from *modelPeer, cs []change) (rejected bool, err error) {
 	if _, err := to.rep.Apply(m.ctx, from.id, cs); err != nil {
 		if !invalidChange(err) {
-			return fmt.Errorf("sim: %s applies from %s: %w", to.id, from.id, err)
+			return false, fmt.Errorf("sim: %s applies from %s: %w", to.id, from.id, err)
 		}
 		m.rejected++ // the valid ones are applied; the checks see the rest
+		rejected = true
 	}
-	return m.refresh(to, cs)
+	return rejected, m.refresh(to, cs)
+}
+
+// scheduleAttack has hostile peer p send its next attack (see Hostile).
+func (m *model) scheduleAttack(p *modelPeer) {
+	every := m.sc.Hostile.Every.D()
+	if every == 0 {
+		every = 200 * time.Millisecond
+	}
+	m.schedule(every/2+time.Duration(m.rng.Int64N(int64(every)+1)), func() {
+		if p.gone || m.now > m.sc.Window.D() {
+			return
+		}
+		if p.up && len(m.changes) > 1 {
+			if err := m.attack(p); err != nil {
+				m.fail(err)
+				return
+			}
+		}
+		m.scheduleAttack(p)
+	})
+}
+
+func (m *model) attack(p *modelPeer) error {
+	recent := m.changes[len(m.changes)-1-m.rng.IntN(min(len(m.changes), 20))].c
+	tampered := recent
+	tampered.Value = append(slices.Clone(recent.Value), "!"...)
+	tampered.ValueHash = nil
+
+	victim := m.changes[m.rng.IntN(len(m.changes))].c
+	forged := victim
+	forged.Version++
+	forged.HLC++
+	forged.Seq++
+	forged.Deleted, forged.Value, forged.ValueHash = false, []byte("forged"), nil
+	if err := replica.SignWith(p.key, &forged); err != nil {
+		return fmt.Errorf("sim: forge: %w", err)
+	}
+	forged.Origin = victim.Origin // signed by p, in the victim's name
+
+	old := m.changes[m.rng.IntN(len(m.changes))].c
+	cs := []change{tampered, forged, old}
+	m.attacks += uint64(len(cs))
+	m.msgID++
+	msg := &message{id: m.msgID, changes: cs, size: changesSize(cs)}
+	p.seen[msg.id] = struct{}{}
+	for _, q := range p.mesh {
+		m.send(p, m.peers[q], msg)
+	}
+	return nil
 }
 
 // refresh reads back the keys of cs on p and tracks what p holds.

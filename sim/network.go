@@ -2,14 +2,18 @@ package sim
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"sync"
+	"testing/synctest"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
@@ -64,9 +68,15 @@ type netRun struct {
 	byID  map[peer.ID]*netPeer
 
 	timers sync.WaitGroup // reordered broadcasts still held back
+	bg     sync.WaitGroup // reconnections after a heal
+	bgErr  error          // guarded by mu
+
+	// topo holds the peers each peer dials, chosen once from the seed
+	// (and dialled again after a heal).
+	topo [][]int
 
 	mu      sync.Mutex // guards what follows: peers' goroutines report here
-	rng     *rand.Rand
+	rng     *rand.Rand // faults at the broadcaster seam and partition sides
 	side    map[peer.ID]int
 	acked   []change
 	ackAt   map[ackKey]time.Time
@@ -115,6 +125,7 @@ func (s *seam) Broadcast(ctx context.Context, changes []change) error {
 		}
 	}
 	loss, dup, reorder := r.rng.Float64() < r.sc.Loss, r.rng.Float64() < r.sc.Duplicate, r.rng.Float64() < r.sc.Reorder
+	delay := time.Duration(r.rng.Int64N(int64(r.sc.ReorderDelay) + 1))
 	if loss {
 		r.dropped++
 	}
@@ -124,9 +135,6 @@ func (s *seam) Broadcast(ctx context.Context, changes []change) error {
 	}
 	if reorder {
 		// Held back, so later batches overtake it.
-		r.mu.Lock()
-		delay := time.Duration(r.rng.Int64N(int64(r.sc.ReorderDelay) + 1))
-		r.mu.Unlock()
 		held := slices.Clone(changes)
 		r.timers.Add(1)
 		time.AfterFunc(delay, func() {
@@ -147,7 +155,11 @@ func (s *seam) Broadcast(ctx context.Context, changes []change) error {
 
 // runNetwork runs a scenario at the network level. It must run inside a
 // testing/synctest bubble (see RunNetwork): it sleeps through virtual time.
-func runNetwork(ctx context.Context, sc Scenario, progress func(done, total time.Duration)) (_ *Report, err error) {
+//
+// ctx lives in the bubble; outer, which may come from outside it, is only
+// polled (a channel of another bubble cannot be waited on), so cancelling
+// it ends the run at its next step.
+func runNetwork(ctx, outer context.Context, sc Scenario, progress func(done, total time.Duration)) (_ *Report, err error) {
 	r := &netRun{
 		ctx: ctx, sc: sc,
 		rng:     rand.New(rand.NewPCG(sc.Seed, 0x6e6574)),
@@ -166,35 +178,36 @@ func runNetwork(ctx context.Context, sc Scenario, progress func(done, total time
 	}
 	bw := sc.Bandwidth * 8
 	if bw == 0 {
-		bw = 100 * simlibp2p.OneMbps
+		// Unlimited: a link limit queues the packets of one instant in
+		// the order the goroutines that send them happen to run, which
+		// would make the figures vary between runs of one seed.
+		bw = math.MaxInt
 	}
 	link := simnet.NodeBiDiLinkSettings{
 		Downlink: simnet.LinkSettings{BitsPerSecond: bw},
 		Uplink:   simnet.LinkSettings{BitsPerSecond: bw},
 	}
-	jitter := rand.New(rand.NewPCG(sc.Seed, 0x6a6974))
-	var jmu sync.Mutex
-	r.nw = &simnet.Simnet{LatencyFunc: func(*simnet.Packet) time.Duration {
-		if sc.Jitter == 0 {
-			return sc.Latency.D()
-		}
-		jmu.Lock()
-		defer jmu.Unlock()
-		return sc.Latency.D() + time.Duration(jitter.Int64N(int64(sc.Jitter)+1))
-	}}
+	r.nw = &simnet.Simnet{LatencyFunc: linkLatency(sc)}
 	r.nw.Start()
 	defer func() { err = errors.Join(err, r.close()) }()
+	start := time.Now()
 	for i := range sc.Peers {
 		if err := r.addPeer(i, link); err != nil {
 			return nil, err
 		}
 	}
+	r.topo = topology(len(r.peers), sc.Fanout, rand.New(rand.NewPCG(sc.Seed, 0x746f706f)))
 	if err := r.connect(); err != nil {
 		return nil, err
 	}
-	// Let the mesh form and the initial catch-ups finish.
-	time.Sleep(2 * time.Second)
-	t0 := time.Now()
+	// Let the mesh form and the initial catch-ups finish. The run starts
+	// on a whole second, a fixed time after the start, so its writes fall
+	// on the same instants in every run of the seed.
+	t0 := start.Add(setupTime)
+	if now := time.Now(); now.After(t0.Add(-time.Second)) {
+		t0 = now.Truncate(time.Second).Add(2 * time.Second)
+	}
+	time.Sleep(time.Until(t0))
 	total := sc.Window.D() + sc.Settle.D()
 	if p := sc.Partition; p != nil {
 		total = max(total, p.Heal.D()+sc.Settle.D())
@@ -210,6 +223,13 @@ func runNetwork(ctx context.Context, sc Scenario, progress func(done, total time
 	var partitioned, healed bool
 	next := 0
 	for {
+		if err := outer.Err(); err != nil {
+			return nil, err
+		}
+		// Everything due at this instant happens first: the messages,
+		// catch-ups and watch events of the bubble's other goroutines.
+		// Faults, writes and samples then see the same state in every run.
+		synctest.Wait()
 		el := time.Since(t0)
 		if p := sc.Partition; p != nil && !partitioned && el >= p.At.D() {
 			partitioned = true
@@ -217,10 +237,9 @@ func runNetwork(ctx context.Context, sc Scenario, progress func(done, total time
 		}
 		if p := sc.Partition; p != nil && partitioned && !healed && el >= p.Heal.D() {
 			healed = true
-			if err := r.heal(); err != nil {
-				return nil, err
-			}
+			r.heal()
 		}
+		synctest.Wait()
 		for next < sc.Writes && writeAt(next) <= el {
 			if err := r.write(); err != nil {
 				return nil, err
@@ -228,30 +247,38 @@ func runNetwork(ctx context.Context, sc Scenario, progress func(done, total time
 			lastWrite = time.Now()
 			next++
 		}
+		synctest.Wait()
 		if el >= sampleAt {
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
 			peak = max(peak, ms.HeapInuse)
 			f := r.convergedFraction()
-			curve = append(curve, CurvePoint{T: el.Seconds(), Converged: f})
+			curve = append(curve, CurvePoint{T: sampleAt.Seconds(), Converged: f})
 			if f == 1 && converged.IsZero() {
-				converged = time.Now()
+				converged = t0.Add(sampleAt)
 			} else if f < 1 {
 				converged = time.Time{}
 			}
-			sampleAt += sc.Sample.D()
 			if progress != nil {
-				progress(el, total)
+				progress(sampleAt, total)
 			}
+			sampleAt += sc.Sample.D()
 		}
 		if el >= total {
 			break
 		}
-		step := sc.Sample.D()
+		wake := sampleAt
 		if next < sc.Writes {
-			step = min(step, writeAt(next)-el)
+			wake = min(wake, writeAt(next))
 		}
-		time.Sleep(max(step, time.Millisecond))
+		time.Sleep(max(time.Until(t0.Add(wake)), time.Millisecond))
+	}
+	r.bg.Wait()
+	r.mu.Lock()
+	err = r.bgErr
+	r.mu.Unlock()
+	if err != nil {
+		return nil, err
 	}
 	rep, err := r.report(curve, t0, lastWrite, converged)
 	if err != nil {
@@ -261,11 +288,14 @@ func runNetwork(ctx context.Context, sc Scenario, progress func(done, total time
 	return rep, nil
 }
 
-func (r *netRun) gossipConfig() gossip.Config {
+// gossipConfig is peer i's gossip configuration: its catch-up jitter and
+// choice of peers come from a generator of its own, seeded from the
+// scenario's seed.
+func (r *netRun) gossipConfig(i int) gossip.Config {
 	cfg := gossip.DefaultConfig()
 	cfg.SyncInterval = r.sc.SyncInterval.D()
 	cfg.SyncFanout = r.sc.SyncFanout
-	rng := rand.New(rand.NewPCG(r.sc.Seed, 0x73796e63))
+	rng := rand.New(rand.NewPCG(r.sc.Seed, 0x73796e6300000000|uint64(i)))
 	var mu sync.Mutex
 	cfg.Rand = func() float64 {
 		mu.Lock()
@@ -273,6 +303,19 @@ func (r *netRun) gossipConfig() gossip.Config {
 		return rng.Float64()
 	}
 	return cfg
+}
+
+// meshParams are gossipsub's parameters with a mesh degree no peer
+// reaches, so every peer's mesh is all its connections. Gossipsub picks
+// mesh members with the process-wide math/rand and in map order, neither
+// of which a seed controls; with these bounds it has no choice to make, so
+// the paths a message takes are those of the topology chosen from the
+// seed. Peers have about Fanout connections, so the mesh degree is about
+// that of gossipsub's default D.
+func meshParams() pubsub.GossipSubParams {
+	p := pubsub.DefaultGossipSubParams()
+	p.D, p.Dlo, p.Dhi, p.Dscore, p.Dout = 1<<16, 1<<16, 1<<16, 1<<16, 0
+	return p
 }
 
 func (r *netRun) addPeer(i int, link simnet.NodeBiDiLinkSettings) error {
@@ -310,14 +353,16 @@ func (r *netRun) addPeer(i int, link simnet.NodeBiDiLinkSettings) error {
 		local = memory.New(datastore.WithDeleteMissingOK())
 	}
 	bc := &seam{run: r, p: p}
-	if p.rep, err = openReplica(r.ctx, priv, local, time.Now, bc); err != nil {
+	skew := peerSkew(r.sc, i, r.rng)
+	now := func() time.Time { return time.Now().Add(skew) }
+	if p.rep, err = openReplica(r.ctx, priv, local, now, bc); err != nil {
 		_ = local.Close()
 		return fmt.Errorf("sim: replica %d: %w", i, err)
 	}
-	cfg := r.gossipConfig()
+	cfg := r.gossipConfig(i)
 	psCtx, cancel := context.WithCancel(r.ctx)
 	p.cancel = cancel
-	ps, err := gossip.NewPubSub(psCtx, h, cfg, pubsub.WithPeerExchange(false))
+	ps, err := gossip.NewPubSub(psCtx, h, cfg, pubsub.WithPeerExchange(false), pubsub.WithGossipSubParams(meshParams()))
 	if err != nil {
 		return fmt.Errorf("sim: pubsub %d: %w", i, err)
 	}
@@ -328,29 +373,90 @@ func (r *netRun) addPeer(i int, link simnet.NodeBiDiLinkSettings) error {
 	return err
 }
 
-// connect links each peer to Fanout random others (and the next one, so the
-// graph is connected).
-func (r *netRun) connect() error {
-	n := len(r.peers)
-	for i, p := range r.peers {
-		targets := []int{(i + 1) % n}
-		for len(targets) < max(1, r.sc.Fanout/2) {
-			j := r.rng.IntN(n)
-			if j != i && !slices.Contains(targets, j) {
-				targets = append(targets, j)
-			}
+// linkLatency returns the simulated network's latency function: each
+// direction of each link has its own latency, Latency plus a jitter in
+// [0, Jitter] drawn from the seed and the link's two addresses. It is a
+// property of the link rather than of the packet, so it does not depend on
+// the order in which the packets of one instant reach the router.
+func linkLatency(sc Scenario) func(*simnet.Packet) time.Duration {
+	if sc.Jitter == 0 {
+		return func(*simnet.Packet) time.Duration { return sc.Latency.D() }
+	}
+	var mu sync.Mutex
+	links := map[[2]string]time.Duration{}
+	return func(p *simnet.Packet) time.Duration {
+		k := [2]string{p.From.String(), p.To.String()}
+		mu.Lock()
+		defer mu.Unlock()
+		d, ok := links[k]
+		if !ok {
+			h := fnv.New64a()
+			_ = binary.Write(h, binary.LittleEndian, sc.Seed)
+			_, _ = h.Write([]byte(k[0] + "|" + k[1]))
+			d = sc.Latency.D() + time.Duration(h.Sum64()%uint64(sc.Jitter+1))
+			links[k] = d
 		}
-		for _, j := range targets {
-			q := r.peers[j]
-			ctx, cancel := context.WithTimeout(r.ctx, 30*time.Second)
-			err := p.h.Connect(ctx, peer.AddrInfo{ID: q.h.ID(), Addrs: q.h.Addrs()})
-			cancel()
-			if err != nil {
-				return fmt.Errorf("sim: connect %d to %d: %w", i, j, err)
-			}
+		return d
+	}
+}
+
+// setupTime is how long after its start a network-level run begins its
+// workload: the hosts connect and the mesh forms first.
+const setupTime = 3 * time.Second
+
+// topology chooses the peers each of n peers dials: the next one, so the
+// graph is connected, and random others up to fanout/2, so each peer has
+// about fanout connections. Each link is dialled by one side only: two
+// peers dialling each other at once would open two connections, and which
+// one a protocol then uses would be left to chance.
+func topology(n, fanout int, rng *rand.Rand) [][]int {
+	topo := make([][]int, n)
+	linked := map[[2]int]bool{}
+	link := func(i, j int) bool {
+		k := [2]int{min(i, j), max(i, j)}
+		if i == j || linked[k] {
+			return false
+		}
+		linked[k] = true
+		topo[i] = append(topo[i], j)
+		return true
+	}
+	for i := range n {
+		link(i, (i+1)%n)
+	}
+	want := min(max(1, fanout/2), n-1)
+	for i := range n {
+		for tries := 0; len(topo[i]) < want && tries < 4*n; tries++ {
+			link(i, rng.IntN(n))
 		}
 	}
-	return nil
+	return topo
+}
+
+// connect dials the links of the topology, every peer at once, and waits.
+// A link already up is left as it is.
+func (r *netRun) connect() error {
+	errs := make([]error, len(r.peers))
+	var wg sync.WaitGroup
+	for i, p := range r.peers {
+		wg.Go(func() {
+			for _, j := range r.topo[i] {
+				q := r.peers[j]
+				if !(gate{run: r, self: p.h.ID()}).allowed(q.h.ID()) {
+					continue
+				}
+				ctx, cancel := context.WithTimeout(r.ctx, 30*time.Second)
+				err := p.h.Connect(ctx, peer.AddrInfo{ID: q.h.ID(), Addrs: q.h.Addrs()})
+				cancel()
+				if err != nil {
+					errs[i] = fmt.Errorf("sim: connect %d to %d: %w", i, j, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 func (r *netRun) split(frac float64) {
@@ -376,12 +482,19 @@ func (r *netRun) split(frac float64) {
 	}
 }
 
-// heal joins the sides again and reconnects the links the split cut.
-func (r *netRun) heal() error {
+// heal joins the sides again and, in the background, reconnects the links
+// the split cut; the run waits for it before its report.
+func (r *netRun) heal() {
 	r.mu.Lock()
 	clear(r.side)
 	r.mu.Unlock()
-	return r.connect()
+	r.bg.Go(func() {
+		if err := r.connect(); err != nil {
+			r.mu.Lock()
+			r.bgErr = errors.Join(r.bgErr, err)
+			r.mu.Unlock()
+		}
+	})
 }
 
 // write does the next write of the workload on a random writer.
@@ -446,6 +559,11 @@ func (r *netRun) report(curve []CurvePoint, t0, lastWrite, converged time.Time) 
 	acked := slices.Clone(r.acked)
 	r.mu.Unlock()
 	f.ConcurrentWins = concurrentWins(acked)
+	ids := make([]string, len(r.peers))
+	for i, p := range r.peers {
+		ids[i] = p.id
+	}
+	f.SkewedUpdates = skewedUpdates(acked, ids, r.sc)
 	slices.Sort(keys)
 	var msgs, bytes uint64
 	for _, p := range r.peers {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"time"
 
@@ -19,7 +20,8 @@ type Report struct {
 }
 
 // Figures are the run's measurements. At the model level they depend on the
-// scenario and its seed only: the same seed gives equal figures.
+// scenario and its seed only: the same seed gives equal figures. At the
+// network level so do the figures Outcome keeps (see Outcome for the rest).
 type Figures struct {
 	Peers     int `json:"peers"`     // peers up at the end
 	Writes    int `json:"writes"`    // writes attempted
@@ -50,7 +52,13 @@ type Figures struct {
 	Duplicates               uint64  `json:"duplicates"`
 	// Rejected counts changes a receiver refused as invalid.
 	Rejected uint64 `json:"rejected"`
-	Dropped  uint64 `json:"dropped"`
+	// Attacks counts the tampered, impersonated and replayed changes the
+	// hostile peers sent.
+	Attacks uint64 `json:"attacks,omitempty"`
+	Dropped uint64 `json:"dropped"`
+	// SkewedUpdates counts acknowledged updates (versions above 1) written
+	// by the peers whose clocks Scenario.Skew set off.
+	SkewedUpdates int `json:"skewed_updates,omitempty"`
 
 	// Catch-up: rounds, changes and bytes streamed.
 	CatchUps       uint64 `json:"catch_ups"`
@@ -65,6 +73,72 @@ type Figures struct {
 	ConvergeAfterHeal  float64         `json:"converge_after_heal_s,omitempty"`
 	Restarted          []RestartFigure `json:"restarted,omitempty"`
 	Curve              []CurvePoint    `json:"curve"`
+}
+
+// Outcome returns f without its traffic counters: messages and bytes per
+// update, duplicates, catch-up rounds, changes and bytes, and restarted
+// peers' catch-up bytes. What remains — writes, keys, every latency
+// figure, convergence times and curve — depends on the scenario and its
+// seed only, at both levels.
+//
+// At the network level the traffic counters can differ between runs of one
+// seed. Time there is virtual, and every choice is the seed's (peer keys,
+// topology, per-link latencies, faults, writes, catch-up peers and jitter,
+// a gossipsub mesh with nothing left to chance), but goroutines woken at
+// the same virtual instant run in parallel, in whatever order the Go
+// scheduler gives them. When a push and a catch-up frame for the same
+// change reach a peer in one instant (one QUIC packet can carry both), one
+// of them finds it applied already: which one decides whether the push
+// counts as received or as a duplicate, and how many changes the catch-up
+// streamed and whether it ended in a repair. Neither the instant the change
+// became visible nor any final state depends on that order.
+func (f Figures) Outcome() Figures {
+	f.MessagesPerUpdatePerPeer, f.BytesPerUpdatePerPeer, f.Duplicates = 0, 0, 0
+	f.CatchUps, f.CatchUpChanges, f.CatchUpBytes = 0, 0, 0
+	f.Restarted = slices.Clone(f.Restarted)
+	for i := range f.Restarted {
+		f.Restarted[i].CatchUpBytes = 0
+	}
+	return f
+}
+
+// peerSkew is peer idx's clock offset: uniform in ±ClockSkew, plus or
+// minus the Skew offset for the writers it sets off.
+func peerSkew(sc Scenario, idx int, rng *rand.Rand) time.Duration {
+	var d time.Duration
+	if sc.ClockSkew > 0 {
+		d = time.Duration(rng.Int64N(2*int64(sc.ClockSkew)+1)) - sc.ClockSkew.D()
+	}
+	if k := sc.Skew; k != nil {
+		switch {
+		case idx < k.Ahead:
+			d += k.Offset.D()
+		case idx < k.Ahead+k.Behind:
+			d -= k.Offset.D()
+		}
+	}
+	return d
+}
+
+// skewedUpdates counts the acknowledged updates whose origin is one of the
+// first n peers (those Scenario.Skew sets off) among ids.
+func skewedUpdates(acked []change, ids []string, sc Scenario) int {
+	if sc.Skew == nil {
+		return 0
+	}
+	skewed := map[string]bool{}
+	for i, id := range ids {
+		if i < sc.Skew.Ahead+sc.Skew.Behind {
+			skewed[id] = true
+		}
+	}
+	n := 0
+	for _, c := range acked {
+		if skewed[c.Origin] && c.Version > 1 {
+			n++
+		}
+	}
+	return n
 }
 
 // concurrentWins counts the acknowledged writes that share key and version.
@@ -115,9 +189,12 @@ type Checks struct {
 	// their key; Resurrected keys whose newest write is a delete but that
 	// a peer holds; Diverged keys whose final state is not their newest
 	// acknowledged write. Each counts once per distinct final state.
-	Lost        int      `json:"lost"`
-	Resurrected int      `json:"resurrected"`
-	Diverged    int      `json:"diverged"`
+	Lost        int `json:"lost"`
+	Resurrected int `json:"resurrected"`
+	Diverged    int `json:"diverged"`
+	// BackInTime counts acknowledged writes updated before they were
+	// created (UpdatedAt < CreatedAt), which every final state is one of.
+	BackInTime  int      `json:"back_in_time"`
 	Watchers    int      `json:"watchers"`
 	WatchErrors []string `json:"watch_errors,omitempty"`
 	Failures    []string `json:"failures,omitempty"`
@@ -178,7 +255,7 @@ func (m *model) report() (*Report, error) {
 	f := Figures{
 		Writes: m.wl.Writes, Acked: len(m.changes), Conflicts: m.wl.Conflicts,
 		Keys: len(m.keyNames), Deletes: m.wl.Deletes,
-		Duplicates: m.dups, Dropped: m.dropped, Rejected: m.rejected,
+		Duplicates: m.dups, Dropped: m.dropped, Rejected: m.rejected, Attacks: m.attacks,
 		CatchUps: m.syncs, CatchUpChanges: m.syncChanges, CatchUpBytes: m.syncBytes,
 		Curve: m.curve, ConvergedAt: -1, ConvergeAfterWrite: -1,
 	}
@@ -224,6 +301,11 @@ func (m *model) report() (*Report, error) {
 		acked[i] = tc.c
 	}
 	f.ConcurrentWins = concurrentWins(acked)
+	ids := make([]string, len(m.peers))
+	for i, p := range m.peers {
+		ids[i] = p.id
+	}
+	f.SkewedUpdates = skewedUpdates(acked, ids, m.sc)
 	checks, err := runChecks(ctx, reps, acked, best)
 	if err != nil {
 		return nil, err
@@ -321,6 +403,14 @@ func runChecks(ctx context.Context, peers []replicaView, acked []change, best ma
 				c.Diverged++
 			}
 		}
+	}
+	for _, a := range acked {
+		if a.UpdatedAt < a.CreatedAt {
+			c.BackInTime++
+		}
+	}
+	if c.BackInTime > 0 {
+		c.Failures = append(c.Failures, fmt.Sprintf("%d writes updated before they were created", c.BackInTime))
 	}
 	if c.Lost > 0 {
 		c.Failures = append(c.Failures, fmt.Sprintf("%d acknowledged writes lost", c.Lost))

@@ -88,6 +88,32 @@ type Restart struct {
 	Backup     Duration `json:"backup,omitempty" toml:"backup"`
 }
 
+// maxClockSkew is the replicas' allowed clock skew (replica.Config's
+// default).
+const maxClockSkew = time.Minute
+
+// Skew sets the clocks of a few writers far off, beyond what ClockSkew
+// allows: the first Ahead writers run Offset ahead of the others, the next
+// Behind writers Offset behind. A clock more than the replicas' allowed
+// skew (a minute) ahead has its writes left for later by the others until
+// their clocks come within a minute of the stamps.
+type Skew struct {
+	Ahead  int      `json:"ahead,omitempty" toml:"ahead"`
+	Behind int      `json:"behind,omitempty" toml:"behind"`
+	Offset Duration `json:"offset" toml:"offset"`
+}
+
+// Hostile makes the last Peers peers attackers (model level): besides
+// running an honest replica, each sends its mesh, every Every, a message of
+// three changes chosen from the acknowledged writes — one with its value
+// tampered with (its signature no longer holds), one claiming a newer
+// version in another peer's name but signed with the attacker's key, and
+// an old version replayed with its valid signature.
+type Hostile struct {
+	Peers int      `json:"peers" toml:"peers"`
+	Every Duration `json:"every,omitempty" toml:"every"`
+}
+
 // Churn has peers leave for good and new, empty peers join while the
 // workload runs.
 type Churn struct {
@@ -132,6 +158,8 @@ type Scenario struct {
 	ReorderDelay Duration `json:"reorder_delay,omitempty" toml:"reorder_delay"`
 	// ClockSkew bounds each peer's wall-clock offset (uniform in ±ClockSkew).
 	ClockSkew Duration `json:"clock_skew,omitempty" toml:"clock_skew"`
+	// Skew, if set, puts a few writers' clocks minutes off.
+	Skew *Skew `json:"skew,omitempty" toml:"skew"`
 
 	// Fanout is each peer's mesh degree at the model level (gossipsub's D).
 	Fanout int `json:"fanout,omitempty" toml:"fanout"`
@@ -143,6 +171,7 @@ type Scenario struct {
 	Partition *Partition `json:"partition,omitempty" toml:"partition"`
 	Restart   *Restart   `json:"restart,omitempty" toml:"restart"`
 	Churn     *Churn     `json:"churn,omitempty" toml:"churn"`
+	Hostile   *Hostile   `json:"hostile,omitempty" toml:"hostile"`
 
 	// Watchers is how many peers keep a watch on every key for the whole
 	// run; their streams are checked at the end.
@@ -256,6 +285,42 @@ func (s Scenario) Validate() error {
 	}
 	if s.ClockSkew > Duration(30*time.Second) {
 		return bad("clock skew %v: at most 30s (replicas cap skew at one minute)", s.ClockSkew.D())
+	}
+	if k := s.Skew; k != nil {
+		writers := s.Writers
+		if writers == 0 {
+			writers = s.Peers
+		}
+		if k.Ahead < 0 || k.Behind < 0 || k.Ahead+k.Behind > writers {
+			return bad("skew of %d ahead and %d behind: want at most the %d writers", k.Ahead, k.Behind, writers)
+		}
+		if k.Offset <= 0 || k.Offset > Duration(time.Hour) {
+			return bad("skew offset %v: want (0, 1h]", k.Offset.D())
+		}
+		spread := 2 * s.ClockSkew.D()
+		if k.Ahead > 0 {
+			spread += k.Offset.D()
+		}
+		if k.Behind > 0 {
+			spread += k.Offset.D()
+		}
+		if s.Level != LevelNetwork && spread >= maxClockSkew {
+			// A replica leaves changes stamped beyond the skew for later
+			// but its watermarks move past them, so catch-up does not send
+			// them again: only the network level's fingerprint repair does.
+			return bad("clocks %v apart: the model level, which has no fingerprint repair, needs them within %v (the network level takes any)", spread, maxClockSkew)
+		}
+	}
+	if h := s.Hostile; h != nil {
+		if s.Level == LevelNetwork {
+			return bad("hostile peers are for the model level")
+		}
+		if h.Peers <= 0 || h.Peers > s.Peers-max(s.Writers, min(s.Watchers, s.Peers)) {
+			return bad("hostile %d peers of %d: want at least one, and none of the writers or watchers", h.Peers, s.Peers)
+		}
+		if h.Every < 0 {
+			return bad("durations must not be negative")
+		}
 	}
 	if p := s.Partition; p != nil {
 		if p.Heal <= p.At {

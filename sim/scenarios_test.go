@@ -193,3 +193,49 @@ func TestModel_SeedsDiffer(t *testing.T) {
 		t.Fatal("two seeds gave the same figures: the seed is not used")
 	}
 }
+
+// TestModel_ClockSkew runs two writers with clocks off, one 25 s ahead and
+// one 25 s behind, updating the hot /workloads keys the others create: the
+// writes converge and none is updated before it was created (a write on a
+// clock behind the key's creator once was). The model level keeps clocks
+// within the allowed skew of each other; TestNetwork_ClockSkew puts them
+// minutes apart.
+func TestModel_ClockSkew(t *testing.T) {
+	sc := suiteScenario()
+	sc.Peers, sc.Writers, sc.Writes = 20, 6, 150
+	sc.Workload, sc.HotKeys = WorkloadCAS, 4
+	sc.Window = Duration(3 * time.Second)
+	sc.Skew = &Skew{Ahead: 1, Behind: 1, Offset: Duration(25 * time.Second)}
+	rep := runTwice(t, sc)
+	f := rep.Figures
+	if f.SkewedUpdates == 0 {
+		t.Fatalf("the skewed writers updated nothing: %+v", summary(rep))
+	}
+	if rep.Checks.BackInTime != 0 {
+		t.Fatalf("%d writes updated before they were created", rep.Checks.BackInTime)
+	}
+	sc.Skew.Offset = Duration(time.Minute)
+	if err := sc.Validate(); err == nil {
+		t.Fatal("the model level took clocks two minutes apart")
+	}
+}
+
+// TestModel_Hostile runs two attackers among 20 peers, sending tampered,
+// impersonated and replayed changes all through the writes: every
+// receiver rejects the first two, ignores the replays, and the honest
+// state wins everywhere.
+func TestModel_Hostile(t *testing.T) {
+	sc := suiteScenario()
+	sc.Peers, sc.Writers, sc.Writes = 20, 10, 150
+	sc.Hostile = &Hostile{Peers: 2, Every: Duration(100 * time.Millisecond)}
+	rep := runTwice(t, sc)
+	f := rep.Figures
+	if f.Attacks == 0 || f.Rejected == 0 {
+		t.Fatalf("attacks %d, rejected %d", f.Attacks, f.Rejected)
+	}
+	// Each attack's tampered and impersonated changes are rejected by
+	// every mesh neighbour that receives it.
+	if f.Rejected < f.Attacks/3 {
+		t.Fatalf("%d attacks, only %d rejected batches", f.Attacks, f.Rejected)
+	}
+}

@@ -36,17 +36,20 @@ type Options struct {
 	Progress func(done, total time.Duration)
 }
 
-// Run runs a scenario at the model level, or at the network level when
-// already inside a testing/synctest bubble (see RunNetwork). It returns the
-// report; a run whose checks fail still returns its report, with
-// Checks.Failures set.
+// Run runs a scenario. At the network level it runs in the caller's
+// testing/synctest bubble, or in a bubble of its own (RunNetwork) if the
+// caller is in none. It returns the report; a run whose checks fail still
+// returns its report, with Checks.Failures set.
 func Run(ctx context.Context, sc Scenario, opts Options) (*Report, error) {
 	sc = sc.withDefaults()
 	if err := sc.Validate(); err != nil {
 		return nil, err
 	}
 	if sc.Level == LevelNetwork {
-		return runNetwork(ctx, sc, opts.Progress)
+		if !inBubble() {
+			return RunNetwork(ctx, sc, opts)
+		}
+		return runNetwork(ctx, ctx, sc, opts.Progress)
 	}
 	return runModel(ctx, sc, opts.Progress)
 }

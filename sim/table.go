@@ -40,6 +40,12 @@ func WriteTable(w io.Writer, rep *Report) error {
 	if s.Partition != nil {
 		t.AppendRow(table.Row{"converged after the heal", secs(f.ConvergeAfterHeal)})
 	}
+	if s.Hostile != nil {
+		t.AppendRow(table.Row{"attacks sent (tampered, forged, replayed)", f.Attacks})
+	}
+	if s.Skew != nil {
+		t.AppendRow(table.Row{"updates by the skewed clocks", f.SkewedUpdates})
+	}
 	for _, r := range f.Restarted {
 		t.AppendRow(table.Row{"restarted " + r.Peer + ": missed, catch-up time, bytes",
 			fmt.Sprintf("%d, %s, %s", r.Missed, secs(r.CatchUpS), humanize.IBytes(uint64(r.CatchUpBytes)))})
@@ -56,6 +62,7 @@ func WriteTable(w io.Writer, rep *Report) error {
 		{"acknowledged writes lost", check(c.Lost == 0, fmt.Sprint(c.Lost))},
 		{"deleted keys back", check(c.Resurrected == 0, fmt.Sprint(c.Resurrected))},
 		{"keys not at their newest write", check(c.Diverged == 0, fmt.Sprint(c.Diverged))},
+		{"writes updated before created", check(c.BackInTime == 0, fmt.Sprint(c.BackInTime))},
 		{"watch streams ordered, complete", check(len(c.WatchErrors) == 0, fmt.Sprintf("(%d watchers)", c.Watchers))},
 	})
 	t.AppendSeparator()
@@ -82,6 +89,12 @@ func scenarioLine(s Scenario) string {
 	}
 	if s.Restart != nil {
 		parts = append(parts, fmt.Sprintf("%d restarts", s.Restart.Peers))
+	}
+	if h := s.Hostile; h != nil {
+		parts = append(parts, fmt.Sprintf("%d hostile", h.Peers))
+	}
+	if k := s.Skew; k != nil {
+		parts = append(parts, fmt.Sprintf("clocks of %d writers %v ahead, %d behind", k.Ahead, k.Offset.D(), k.Behind))
 	}
 	if s.Churn != nil {
 		parts = append(parts, fmt.Sprintf("churn -%d +%d", s.Churn.Leave, s.Churn.Join))

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -22,6 +24,8 @@ type simKnobs struct {
 	part    sim.Partition
 	restart sim.Restart
 	churn   sim.Churn
+	skew    sim.Skew
+	hostile sim.Hostile
 }
 
 // defineSimFlags binds every knob of k to a flag of fs.
@@ -29,7 +33,7 @@ func defineSimFlags(fs *flag.FlagSet, k *simKnobs) {
 	s := &k.sc
 	fs.StringVar(&s.Level, "level", s.Level, "model (real replica code, in-process messages, up to 10,000 peers) or network (real node stack on simulated libp2p)")
 	fs.IntVar(&s.Peers, "peers", s.Peers, "number of peers")
-	fs.Uint64Var(&s.Seed, "seed", s.Seed, "random seed: the same seed reproduces a model run exactly")
+	fs.Uint64Var(&s.Seed, "seed", s.Seed, "random seed: the same seed reproduces a run (at the network level all but its traffic counters)")
 	fs.StringVar(&s.Store, "store", s.Store, "network level: the peers' store, memory or sqlite")
 	fs.StringVar(&s.Workload, "workload", s.Workload, "mixed, peers (/peers/{id}/info and reputation), topics (log appends) or cas (hot /workloads keys)")
 	fs.IntVar(&s.Writes, "writes", s.Writes, "writes in total")
@@ -45,7 +49,7 @@ func defineSimFlags(fs *flag.FlagSet, k *simKnobs) {
 	fs.Float64Var(&s.Duplicate, "dup", s.Duplicate, "probability a message is duplicated")
 	fs.Float64Var(&s.Reorder, "reorder", s.Reorder, "probability a message is held back (reordered)")
 	fs.TextVar(&s.ReorderDelay, "reorder-delay", s.ReorderDelay, "model level: how long a reordered message is held back, at most")
-	fs.TextVar(&s.ClockSkew, "clock-skew", s.ClockSkew, "model level: each peer's clock is off by up to this, either way")
+	fs.TextVar(&s.ClockSkew, "clock-skew", s.ClockSkew, "each peer's clock is off by up to this, either way (at most 30s)")
 	fs.IntVar(&s.Fanout, "fanout", s.Fanout, "mesh degree: peers each peer pushes to (network level: connections per peer)")
 	fs.TextVar(&s.SyncInterval, "sync-interval", s.SyncInterval, "mean time between a peer's catch-up rounds")
 	fs.IntVar(&s.SyncFanout, "sync-fanout", s.SyncFanout, "peers per catch-up round")
@@ -60,6 +64,11 @@ func defineSimFlags(fs *flag.FlagSet, k *simKnobs) {
 	fs.TextVar(&k.restart.Down, "restart-down", k.restart.Down, "how long a crashed peer stays down")
 	fs.BoolVar(&k.restart.FromBackup, "restart-from-backup", k.restart.FromBackup, "model level: restart from a copy of the store taken --restart-backup before the crash")
 	fs.TextVar(&k.restart.Backup, "restart-backup", k.restart.Backup, "age of that backup at the crash")
+	fs.IntVar(&k.skew.Ahead, "skew-ahead", k.skew.Ahead, "writers whose clock runs --skew-offset ahead (beyond the allowed skew of a minute: the others take their writes only once within reach)")
+	fs.IntVar(&k.skew.Behind, "skew-behind", k.skew.Behind, "writers whose clock runs --skew-offset behind")
+	fs.TextVar(&k.skew.Offset, "skew-offset", k.skew.Offset, "how far those clocks are off (the model level needs all clocks within a minute of each other)")
+	fs.IntVar(&k.hostile.Peers, "hostile", k.hostile.Peers, "model level: attackers among the last peers, sending tampered, impersonated and replayed changes")
+	fs.TextVar(&k.hostile.Every, "hostile-every", k.hostile.Every, "how often each attacker sends (0: 200ms)")
 	fs.IntVar(&k.churn.Leave, "churn-leave", k.churn.Leave, "model level: peers that leave for good during the writes")
 	fs.IntVar(&k.churn.Join, "churn-join", k.churn.Join, "model level: new, empty peers that join during the writes")
 }
@@ -75,13 +84,19 @@ func knobsOf(sc sim.Scenario) simKnobs {
 	if sc.Churn != nil {
 		k.churn = *sc.Churn
 	}
+	if sc.Skew != nil {
+		k.skew = *sc.Skew
+	}
+	if sc.Hostile != nil {
+		k.hostile = *sc.Hostile
+	}
 	return k
 }
 
 // scenario returns k's scenario with the faults that are set.
 func (k simKnobs) scenario() sim.Scenario {
 	sc := k.sc
-	sc.Partition, sc.Restart, sc.Churn = nil, nil, nil
+	sc.Partition, sc.Restart, sc.Churn, sc.Skew, sc.Hostile = nil, nil, nil, nil, nil
 	if k.part.Heal > 0 {
 		p := k.part
 		sc.Partition = &p
@@ -92,6 +107,14 @@ func (k simKnobs) scenario() sim.Scenario {
 			r.Down = sim.Duration(5 * time.Second)
 		}
 		sc.Restart = &r
+	}
+	if k.hostile.Peers > 0 {
+		h := k.hostile
+		sc.Hostile = &h
+	}
+	if k.skew.Ahead > 0 || k.skew.Behind > 0 {
+		s := k.skew
+		sc.Skew = &s
 	}
 	if k.churn.Leave > 0 || k.churn.Join > 0 {
 		c := k.churn
@@ -108,8 +131,10 @@ func simCommand() *command {
 flags given with a file override its fields. Time is virtual. The model level
 runs the real replica code of every peer over an in-process message layer and
 is exactly reproducible from --seed; the network level runs every peer's
-replica and gossip over libp2p on a simulated network; the test suite runs it
-in a testing/synctest bubble (virtual time), this command in real time.
+replica and gossip over libp2p on a simulated network, in a testing/synctest
+bubble (virtual time, as in the test suite). Either level gives the same
+outcome figures for the same --seed (at the network level the traffic counters
+can differ a little: see sim.Figures.Outcome).
 
 After the run the checks compare every peer's state fingerprint, look for lost
 acknowledged writes and deleted keys come back, and verify watch streams; the
@@ -163,17 +188,36 @@ Example:
 			}
 			var opts sim.Options
 			var bar *progressbar.ProgressBar
+			stopBar := func() {}
 			if !*quiet {
 				bar = progressbar.NewOptions(1000,
 					progressbar.OptionSetWriter(m.Stderr),
 					progressbar.OptionSetDescription(fmt.Sprintf("%s, %d peers", sc.Level, sc.Peers)),
-					progressbar.OptionThrottle(100*time.Millisecond),
 					progressbar.OptionClearOnFinish())
+				// The run reports its virtual time, from inside a synctest
+				// bubble at the network level; the bar follows in real time.
+				var permille atomic.Int64
 				opts.Progress = func(done, total time.Duration) {
 					if total > 0 {
-						_ = bar.Set(int(1000 * done / total))
+						permille.Store(int64(1000 * done / total))
 					}
 				}
+				stop := make(chan struct{})
+				var wg sync.WaitGroup
+				wg.Go(func() {
+					tick := time.NewTicker(200 * time.Millisecond)
+					defer tick.Stop()
+					for {
+						select {
+						case <-stop:
+							_ = bar.Finish()
+							return
+						case <-tick.C:
+							_ = bar.Set(int(permille.Load()))
+						}
+					}
+				})
+				stopBar = func() { close(stop); wg.Wait() }
 			}
 			var rep *sim.Report
 			var err error
@@ -182,9 +226,7 @@ Example:
 			} else {
 				rep, err = sim.Run(ctx, sc, opts)
 			}
-			if bar != nil {
-				_ = bar.Finish()
-			}
+			stopBar()
 			if err != nil {
 				return err
 			}

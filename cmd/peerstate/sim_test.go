@@ -46,8 +46,14 @@ func TestCLI_SimUsage(t *testing.T) {
 	execute(t, env{}, "", "sim", "--plot", "out.gif").want(t, exitUsage, "svg")
 	execute(t, env{}, "", "sim", "extra").want(t, exitUsage, "unexpected argument")
 	execute(t, env{}, "", "sim", "--scenario", "/nonexistent.toml").want(t, exitError, "nonexistent")
+	// The network level runs in a synctest bubble of its own, which a
+	// running test cannot start (package sim's tests run it in a child).
+	execute(t, env{}, "", "sim", "--quiet", "--level", "network", "--peers", "4").want(t, exitError, "inside a test")
 	r := execute(t, env{}, "", "help", "sim").want(t, 0, "")
-	for _, knob := range []string{"-peers", "-loss", "-dup", "-reorder", "-partition-at", "-restart", "-churn-leave", "-clock-skew", "-bandwidth", "-plot", "-json", "-scenario", "-level"} {
+	if !strings.Contains(r.stdout, "virtual time") {
+		t.Errorf("help sim does not say the network level runs in virtual time:\n%s", r.stdout)
+	}
+	for _, knob := range []string{"-peers", "-loss", "-dup", "-reorder", "-partition-at", "-restart", "-churn-leave", "-clock-skew", "-hostile", "-skew-ahead", "-skew-behind", "-skew-offset", "-bandwidth", "-plot", "-json", "-scenario", "-level"} {
 		if !strings.Contains(r.stdout, knob) {
 			t.Errorf("help sim lacks %s", knob)
 		}
