@@ -155,6 +155,7 @@ type Gossip struct {
 	serving       chan struct{} // semaphore: catch-up streams served
 	servingValues chan struct{} // semaphore: value streams served
 	outgoing      chan struct{} // semaphore: catch-up streams started by us
+	turn          chan struct{} // held by the background catch-up whose turn it is
 	closeOnce     sync.Once
 	closeErr      error
 
@@ -201,6 +202,7 @@ func New(ctx context.Context, h host.Host, ps *pubsub.PubSub, r Replica, cfg Con
 		serving:       make(chan struct{}, cfg.MaxConcurrentSyncs),
 		servingValues: make(chan struct{}, cfg.MaxConcurrentSyncs),
 		outgoing:      make(chan struct{}, cfg.MaxConcurrentSyncs),
+		turn:          make(chan struct{}, 1),
 	}
 	g.st.init()
 	g.ctx, g.cancel = context.WithCancel(context.Background())
