@@ -158,6 +158,7 @@ type Gossip struct {
 	origins       *originRates  // per-origin publish rates
 	servingValues chan struct{} // semaphore: value streams served
 	outgoing      chan struct{} // semaphore: catch-up streams started by us
+	turn          chan struct{} // held by the background catch-up whose turn it is
 	closeOnce     sync.Once
 	closeErr      error
 
@@ -206,6 +207,7 @@ func New(ctx context.Context, h host.Host, ps *pubsub.PubSub, r Replica, cfg Con
 		origins:       newOriginRates(cfg.OriginRate, cfg.OriginBurst),
 		servingValues: make(chan struct{}, cfg.MaxConcurrentSyncs),
 		outgoing:      make(chan struct{}, cfg.MaxConcurrentSyncs),
+		turn:          make(chan struct{}, 1),
 	}
 	g.st.init()
 	g.ctx, g.cancel = context.WithCancel(context.Background())

@@ -9,6 +9,7 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/event"
@@ -112,7 +113,7 @@ func (g *Gossip) SyncWith(ctx context.Context, p peer.ID) (SyncStats, error) {
 		return SyncStats{}, ErrClosed
 	}
 	defer g.wg.Done()
-	return g.runSync(ctx, p)
+	return g.runSync(ctx, p, nil)
 }
 
 // SyncAll runs a catch-up with every connected peer that speaks the
@@ -126,7 +127,7 @@ func (g *Gossip) SyncAll(ctx context.Context) (SyncStats, error) {
 	var total SyncStats
 	var errs []error
 	for _, p := range g.syncPeers() {
-		st, err := g.runSync(network.WithNoDial(ctx, "catch-up"), p)
+		st, err := g.runSync(network.WithNoDial(ctx, "catch-up"), p, nil)
 		total.add(st)
 		if err != nil {
 			errs = append(errs, err)
@@ -135,11 +136,12 @@ func (g *Gossip) SyncAll(ctx context.Context) (SyncStats, error) {
 	return total, errors.Join(errs...)
 }
 
-// runSync runs and counts one catch-up.
-func (g *Gossip) runSync(ctx context.Context, p peer.ID) (SyncStats, error) {
+// runSync runs and counts one catch-up. progress, if set, is called each
+// time a frame applied changes.
+func (g *Gossip) runSync(ctx context.Context, p peer.ID, progress func()) (SyncStats, error) {
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.SessionTimeout) // whatever the responder's pace
 	defer cancel()
-	st, err := g.syncWith(ctx, p)
+	st, err := g.syncWith(ctx, p, progress)
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		g.reject(p, ReasonSessionTimeout)
 	}
@@ -154,7 +156,7 @@ func (g *Gossip) runSync(ctx context.Context, p peer.ID) (SyncStats, error) {
 	return st, nil
 }
 
-func (g *Gossip) syncWith(ctx context.Context, p peer.ID) (st SyncStats, err error) {
+func (g *Gossip) syncWith(ctx context.Context, p peer.ID, progress func()) (st SyncStats, err error) {
 	start := time.Now()
 	st.Peers = 1
 	if p == g.self {
@@ -239,6 +241,9 @@ func (g *Gossip) syncWith(ctx context.Context, p peer.ID) (st SyncStats, err err
 			if err != nil {
 				return st, err
 			}
+			if res.Applied > 0 && progress != nil {
+				progress()
+			}
 		}
 		if !f.Done {
 			continue
@@ -295,6 +300,16 @@ func (g *Gossip) syncWith(ctx context.Context, p peer.ID) (st SyncStats, err err
 		st.Matched = same && bytes.Equal(mine.FP[:], f.Fingerprint) && mine.Count == f.Count
 		g.recordMatch(p, st.Matched)
 		if same && !st.Matched && !g.cfg.DisableRepair {
+			// A responder that lacks many of the changes we hold is
+			// catching up itself (a peer joining several at once): its own
+			// catch-up brings them, and a repair now would send them twice.
+			lag, err := g.lag(ctx, replica.Vector(f.Vector))
+			if err != nil {
+				return st, err
+			}
+			if lag > maxRepairLag {
+				return st, nil
+			}
 			rs, err := g.repairWith(ctx, p)
 			st.Repaired, st.Repair = true, rs
 			if err != nil {
@@ -303,6 +318,26 @@ func (g *Gossip) syncWith(ctx context.Context, p peer.ID) (st SyncStats, err err
 		}
 		return st, nil
 	}
+}
+
+// maxRepairLag is how many changes, by watermark, a responder may lack from
+// us for a catch-up that ends with different fingerprints to run a repair.
+const maxRepairLag = 16
+
+// lag returns how many changes, by sequence number, our watermarks are ahead
+// of theirs.
+func (g *Gossip) lag(ctx context.Context, theirs replica.Vector) (uint64, error) {
+	mine, err := g.r.Watermarks(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var n uint64
+	for src, seq := range mine {
+		if seq > theirs[src] {
+			n += seq - theirs[src]
+		}
+	}
+	return n, nil
 }
 
 // fitVector returns v, or as much of it as encodes within budget bytes: a
@@ -601,8 +636,14 @@ func (g *Gossip) syncPeers() []peer.ID {
 	return out
 }
 
-// startSync runs a catch-up with p in the background, unless one is
-// running; at most MaxConcurrentSyncs run at once. It never dials.
+// startSync runs a catch-up with p in the background, unless one with p is
+// running or waiting. Background catch-ups take turns: each starts once the
+// one before it ended, so it sends our watermarks as that one raised them
+// and receives only what is still missing. A peer joining several others at
+// once so fetches each missing entry about once, not once per neighbour. A
+// catch-up that applies nothing for stallAfter gives up its turn (and goes
+// on beside the next): a slow or hostile responder delays the others by
+// that much at most. At most MaxConcurrentSyncs run at once. It never dials.
 func (g *Gossip) startSync(p peer.ID) {
 	if p == g.self {
 		return
@@ -623,16 +664,31 @@ func (g *Gossip) startSync(p peer.ID) {
 			g.mu.Unlock()
 		}()
 		select {
+		case g.turn <- struct{}{}:
+		case <-g.ctx.Done():
+			return
+		}
+		var once sync.Once
+		release := func() { once.Do(func() { <-g.turn }) }
+		defer release()
+		stall := time.AfterFunc(g.stallAfter(), release)
+		defer stall.Stop()
+		select {
 		case g.outgoing <- struct{}{}:
 			defer func() { <-g.outgoing }()
 		case <-g.ctx.Done():
 			return
 		}
-		if _, err := g.runSync(network.WithNoDial(g.ctx, "catch-up"), p); err != nil && g.ctx.Err() == nil {
+		progress := func() { stall.Reset(g.stallAfter()) }
+		if _, err := g.runSync(network.WithNoDial(g.ctx, "catch-up"), p, progress); err != nil && g.ctx.Err() == nil {
 			g.log.Debug("catch-up failed", "err", err)
 		}
 	}()
 }
+
+// stallAfter is how long a background catch-up may go without applying a
+// change before the next one may start beside it.
+func (g *Gossip) stallAfter() time.Duration { return g.cfg.StreamTimeout / 3 }
 
 // countingStream counts the bytes read and written through it. One
 // goroutine uses it at a time.

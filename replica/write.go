@@ -17,13 +17,15 @@ const maxAttempts = 16
 
 type committer struct{ r *Replica }
 
-// Commit runs a local write. It is planned under the replica's lock with the
-// shared engine against the replicated state, given sequence numbers and HLC
-// timestamps, and its keys are marked in flight; then the lock is released
-// and the envelopes and index commit in one local transaction, concurrently
-// with other local writes, so a backend with group commit syncs once for
-// many of them. A write that touches a key in flight waits for it first.
-// Each local write stays one local commit with its own revision.
+// Commit runs a local write. Its keys are marked in flight under the
+// replica's lock first (a write that touches a key in flight waits for it);
+// then their current state is read without the lock, the write is planned
+// with the shared engine under the lock (versions, sequence numbers, HLC
+// timestamps), and its changes are signed and encoded without it, so
+// concurrent writers read and sign in parallel. The envelopes and index
+// commit in one local transaction, concurrently with other local writes, so
+// a backend with group commit syncs once for many of them. Each local write
+// stays one local commit with its own revision.
 func (c committer) Commit(ctx context.Context, req engine.Request) (datastore.TxnResult, error) {
 	r := c.r
 	for _, op := range req.Ops {
@@ -43,18 +45,13 @@ func (c committer) Commit(ctx context.Context, req engine.Request) (datastore.Tx
 				return datastore.TxnResult{}, ctx.Err()
 			}
 		}
-		w, wait, err := r.planLocal(ctx, req)
+		w := r.reserve(req.Ops)
 		r.mu.Unlock()
-		if wait != nil {
-			select {
-			case <-wait:
-				attempt--
-				continue
-			case <-ctx.Done():
-				return datastore.TxnResult{}, ctx.Err()
-			}
-		}
+		err := r.prepareLocal(ctx, req, &w)
 		if err != nil || w.ops == nil {
+			r.mu.Lock()
+			r.finishLocal(w, false)
+			r.mu.Unlock()
 			return w.result, err
 		}
 		res, err := r.local.Txn(ctx, w.ops...)
@@ -104,39 +101,90 @@ func (r *Replica) inFlight(ops []datastore.Op) <-chan struct{} {
 	return nil
 }
 
-// planLocal plans req; the caller holds r.mu. It returns a channel to wait
-// on instead when it cannot plan yet.
-func (r *Replica) planLocal(ctx context.Context, req engine.Request) (localWrite, <-chan struct{}, error) {
-	prev := map[string]localState{}
-	read := func(key string) (engine.Record, bool, error) {
+// reserve marks the ops' keys in flight for a new local write; the caller
+// holds r.mu and checked that none is.
+func (r *Replica) reserve(ops []datastore.Op) localWrite {
+	w := localWrite{done: make(chan struct{})}
+	for _, op := range ops {
+		if r.inflight[op.Key] == nil {
+			r.inflight[op.Key] = w.done
+			w.keys = append(w.keys, op.Key)
+		}
+	}
+	return w
+}
+
+// prepareLocal plans req into w, whose keys are in flight: it reads their
+// state, plans under r.mu, then signs and encodes the changes. On error the
+// caller finishes w uncommitted.
+func (r *Replica) prepareLocal(ctx context.Context, req engine.Request, w *localWrite) error {
+	prev := make(map[string]localState, len(w.keys))
+	for _, key := range w.keys {
 		c, e, found, err := r.currentLocal(ctx, key)
 		if err != nil {
-			return engine.Record{}, false, err
+			return err
 		}
 		prev[key] = localState{change: c, version: e.Version, found: found}
-		if !found {
+	}
+	r.mu.Lock()
+	err := r.planLocal(req, prev, w)
+	r.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if len(w.changes) == 0 && w.ops == nil {
+		w.result.Revision, err = r.localRevision(ctx)
+		return err
+	}
+	for key, p := range prev {
+		w.ops = append(w.ops, datastore.OpCheckVersion(key, p.version))
+	}
+	for i := range w.changes {
+		ch := &w.changes[i]
+		if err := sign(r.cfg.Key, ch, true); err != nil {
+			return err
+		}
+		wops, err := r.replaceOps(prev[ch.Key].change, prev[ch.Key].found, *ch)
+		if err != nil {
+			return err
+		}
+		w.ops = append(w.ops, wops...)
+	}
+	// Only the replicated changes are broadcast.
+	w.changes = slices.DeleteFunc(w.changes, func(c Change) bool { return c.Seq == 0 })
+	return nil
+}
+
+// planLocal plans req against prev, the state of its keys, into w: the
+// changes it makes, with versions, sequence numbers and timestamps, unsigned;
+// w.ops holds the bookkeeping ops, nil when req commits nothing. The caller
+// holds r.mu.
+func (r *Replica) planLocal(req engine.Request, prev map[string]localState, w *localWrite) error {
+	read := func(key string) (engine.Record, bool, error) {
+		p, ok := prev[key]
+		if !ok {
+			return engine.Record{}, false, fmt.Errorf("replica: %q was not read", key)
+		}
+		if !p.found {
 			if f := r.floors[floorBucket(key)]; f > 0 { // the key may have been collected: continue past it
 				return engine.Record{Key: key, Version: f, Deleted: true}, true, nil
 			}
 			return engine.Record{}, false, nil
 		}
-		return c.record(), true, nil
+		return p.change.record(), true, nil
 	}
 	plan, err := engine.Build(req, 1, r.cfg.Now(), r.cfg.DeleteMissingOK, read)
 	if err != nil {
-		return localWrite{}, nil, fmt.Errorf("replica: %w", err)
+		return fmt.Errorf("replica: %w", err)
 	}
-	w := localWrite{result: plan.Result}
+	w.result = plan.Result
 	if len(plan.Writes) == 0 {
-		w.result.Revision, err = r.localRevision(ctx)
-		return w, nil, err
+		return nil
 	}
+	w.ops = []datastore.Op{}
 	if book := r.bookOps(); book != nil {
 		w.ops = append(w.ops, book...)
 		w.recordsGen = true
-	}
-	for key, p := range prev {
-		w.ops = append(w.ops, datastore.OpCheckVersion(key, p.version))
 	}
 	for _, pw := range plan.Writes {
 		// A change's timestamp is above the one it replaces and at least its
@@ -158,33 +206,15 @@ func (r *Replica) planLocal(ctx context.Context, req engine.Request) (localWrite
 		}
 		if r.Replicates(pw.Key) {
 			if err := r.admit(ch); err != nil {
-				r.abandon(w.seqs)
-				return localWrite{}, nil, err
+				return err
 			}
 			ch.Seq = r.seqNext
 			r.seqNext++
 			w.seqs = append(w.seqs, ch.Seq)
 		}
-		if err := sign(r.cfg.Key, &ch, true); err != nil {
-			r.abandon(w.seqs)
-			return localWrite{}, nil, err
-		}
-		if ch.Seq > 0 {
-			w.changes = append(w.changes, ch)
-		}
-		wops, err := r.replaceOps(prev[pw.Key].change, prev[pw.Key].found, ch)
-		if err != nil {
-			r.abandon(w.seqs)
-			return localWrite{}, nil, err
-		}
-		w.ops = append(w.ops, wops...)
+		w.changes = append(w.changes, ch)
 	}
-	w.done = make(chan struct{})
-	for key := range prev {
-		r.inflight[key] = w.done
-		w.keys = append(w.keys, key)
-	}
-	return w, nil, nil
+	return nil
 }
 
 // finishLocal ends a local write, committed or not; the caller holds r.mu.

@@ -172,6 +172,10 @@ func (w *writer) commit(batch []*request) {
 	var writes []engine.Record
 	compacted := uint64(0)
 
+	// A request alone in its batch needs no savepoint: when its writes fail
+	// the whole transaction is rolled back.
+	alone := len(batch) == 1 && !batch[0].compact
+	var failed error // the lone request's write error, after which nothing commits
 	err := execStmt(w.begin)
 	if err == nil {
 		for i, r := range batch {
@@ -183,9 +187,14 @@ func (w *writer) commit(batch []*request) {
 				compacted = max(compacted, to)
 				continue
 			}
-			plan, rerr := w.apply(r.req)
+			plan, rerr := w.apply(r.req, !alone)
 			if errors.Is(rerr, errBatch) {
 				err = rerr
+				break
+			}
+			var we writeError
+			if errors.As(rerr, &we) && alone {
+				failed = rerr
 				break
 			}
 			results[i] = result{plan.Result, rerr}
@@ -199,13 +208,13 @@ func (w *writer) commit(batch []*request) {
 	// meta page; only when log rows go (trim, compaction) does meta record
 	// the head, in case none is left.
 	trim := w.rev > start && w.rev >= w.lastTrim+w.trimEvery
-	if err == nil && (trim || compacted > 0) {
+	if err == nil && failed == nil && (trim || compacted > 0) {
 		err = execStmt(w.setRevision, int64(w.rev))
 		if err == nil && trim {
 			err = w.trim()
 		}
 	}
-	if err == nil {
+	if err == nil && failed == nil {
 		if w.failCommit != nil {
 			err = w.failCommit()
 		}
@@ -213,13 +222,17 @@ func (w *writer) commit(batch []*request) {
 			err = execStmt(w.commitTx)
 		}
 	}
-	if err != nil {
+	switch {
+	case err != nil:
 		w.abort(start)
 		err = mapErr(err)
 		for i := range results {
 			results[i] = result{err: err}
 		}
-	} else {
+	case failed != nil:
+		w.abort(start)
+		results[0] = result{err: failed}
+	default:
 		w.commits.Add(1)
 		w.ttl.Note(writes)
 		w.hub.Publish(events)
@@ -235,12 +248,20 @@ func (w *writer) commit(batch []*request) {
 // errBatch marks an error that broke the whole transaction.
 var errBatch = errors.New("sqlite: transaction aborted")
 
-// apply plans req at the next revision and writes it inside a savepoint, so
-// that a write failing midway leaves nothing behind.
-func (w *writer) apply(req engine.Request) (engine.Plan, error) {
+// apply plans req at the next revision and writes it, inside a savepoint
+// when sp is set, so that a write failing midway leaves nothing behind
+// (without one, the caller rolls the transaction back on a writeError).
+func (w *writer) apply(req engine.Request, sp bool) (engine.Plan, error) {
 	plan, err := engine.Build(req, w.rev+1, w.opts.Now(), w.opts.DeleteMissingOK, w.readRecord)
 	if err != nil || len(plan.Writes) == 0 {
 		return plan, err
+	}
+	if !sp {
+		if err := w.write(plan); err != nil {
+			return plan, writeError{mapErr(err)}
+		}
+		w.rev++
+		return plan, nil
 	}
 	if err := execStmt(w.savepoint); err != nil {
 		return plan, fmt.Errorf("%w: %w", errBatch, err)
@@ -249,7 +270,7 @@ func (w *writer) apply(req engine.Request) (engine.Plan, error) {
 		if rerr := errors.Join(execStmt(w.rollbackTo), execStmt(w.release)); rerr != nil {
 			return plan, fmt.Errorf("%w: %w", errBatch, errors.Join(err, rerr))
 		}
-		return plan, mapErr(err)
+		return plan, writeError{mapErr(err)}
 	}
 	if err := execStmt(w.release); err != nil {
 		return plan, fmt.Errorf("%w: %w", errBatch, err)
@@ -257,6 +278,12 @@ func (w *writer) apply(req engine.Request) (engine.Plan, error) {
 	w.rev++
 	return plan, nil
 }
+
+// writeError is a request's own write failing: it fails alone.
+type writeError struct{ err error }
+
+func (e writeError) Error() string { return e.err.Error() }
+func (e writeError) Unwrap() error { return e.err }
 
 func (w *writer) readRecord(key string) (engine.Record, bool, error) {
 	return readRecord(context.Background(), w.read, key)
