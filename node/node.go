@@ -96,7 +96,12 @@ func New(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n.backend = store
-	n.rep, err = replica.New(ctx, store, replica.Config{Key: key, Prefixes: cfg.Prefixes, TombstoneGrace: cfg.TombstoneGrace})
+	var schemas func(replica.Change) error
+	if cfg.Schemas != nil {
+		schemas = replica.AdmitValues(cfg.Schemas.CheckChange)
+	}
+	n.rep, err = replica.New(ctx, store, replica.Config{Key: key, Prefixes: cfg.Prefixes, TombstoneGrace: cfg.TombstoneGrace,
+		Admit: replica.AdmitAll(schemas)})
 	if err != nil {
 		store.Close()
 		return nil, err

@@ -62,6 +62,7 @@ func (c committer) Commit(ctx context.Context, req engine.Request) (datastore.Tx
 			for _, c := range w.changes {
 				r.fp.set(c)
 			}
+			r.noteExpiry(w.written)
 		}
 		r.mu.Lock()
 		r.finishLocal(w, err == nil)
@@ -84,6 +85,7 @@ func (c committer) Commit(ctx context.Context, req engine.Request) (datastore.Tx
 type localWrite struct {
 	ops     []datastore.Op // nil: nothing to commit
 	changes []Change       // the replicated ones, to broadcast
+	written []Change       // all of them, replicated or not
 	seqs    []uint64
 	keys    []string // marked in flight
 	done    chan struct{}
@@ -120,7 +122,7 @@ func (r *Replica) planLocal(ctx context.Context, req engine.Request) (localWrite
 			}
 			return engine.Record{}, false, nil
 		}
-		return c.record(), true, nil
+		return r.visibleRecord(c), true, nil
 	}
 	plan, err := engine.Build(req, 1, r.cfg.Now(), r.cfg.DeleteMissingOK, read)
 	if err != nil {
@@ -153,6 +155,9 @@ func (r *Replica) planLocal(ctx context.Context, req engine.Request) (localWrite
 		// A key created by a peer whose clock runs ahead must not look
 		// updated before it was created here: receivers reject that.
 		ch.UpdatedAt = max(ch.UpdatedAt, ch.CreatedAt)
+		if !pw.ExpiresAt.IsZero() { // the TTL counts from the write
+			ch.ExpiresAt = ch.UpdatedAt + pw.ExpiresAt.Sub(pw.UpdatedAt).Nanoseconds()
+		}
 		if ch.Deleted {
 			ch.Value = nil
 		}
@@ -172,6 +177,7 @@ func (r *Replica) planLocal(ctx context.Context, req engine.Request) (localWrite
 		if ch.Seq > 0 {
 			w.changes = append(w.changes, ch)
 		}
+		w.written = append(w.written, ch)
 		wops, err := r.replaceOps(prev[pw.Key].change, prev[pw.Key].found, ch)
 		if err != nil {
 			r.abandon(w.seqs)
@@ -423,6 +429,7 @@ func (r *Replica) applyChunk(ctx context.Context, changes, refused []Change) (Ap
 			for _, c := range applied {
 				r.fp.set(c)
 			}
+			r.noteExpiry(applied)
 		}
 		res.Applied, res.Stale = n.Applied, n.Stale
 		return res, err
@@ -465,6 +472,7 @@ func (r *Replica) applyOnce(ctx context.Context, valid, skipped []Change, order 
 			res.Stale++
 			continue
 		}
+		c = r.markExpired(c) // arrived expired: stored so
 		ops = append(ops, datastore.OpCheckVersion(key, local.Version))
 		wops, err := r.replaceOps(old, found, c)
 		if err != nil {
