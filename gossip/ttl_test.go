@@ -15,7 +15,7 @@ import (
 // offsetClock is the wall clock moved forward by an offset the test sets.
 type offsetClock struct{ off atomic.Int64 }
 
-func (c *offsetClock) Now() time.Time            { return time.Now().Add(time.Duration(c.off.Load())) }
+func (c *offsetClock) Now() time.Time          { return time.Now().Add(time.Duration(c.off.Load())) }
 func (c *offsetClock) Advance(d time.Duration) { c.off.Add(int64(d)) }
 
 // An entry written with a TTL expires on every peer over real hosts: the
