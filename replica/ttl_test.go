@@ -16,16 +16,16 @@ import (
 )
 
 // ttlBackends are the local stores the replica's expiry is tested over.
-var ttlBackends = map[string]func(t *testing.T) datastore.Store{
-	"memory": func(*testing.T) datastore.Store { return memory.New() },
-	"sqlite": func(t *testing.T) datastore.Store {
+var ttlBackends = map[string]func(t testing.TB) datastore.Store{
+	"memory": func(testing.TB) datastore.Store { return memory.New() },
+	"sqlite": func(t testing.TB) datastore.Store {
 		s, err := sqlite.Open(filepath.Join(t.TempDir(), "state.db"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		return s
 	},
-	"badger": func(t *testing.T) datastore.Store {
+	"badger": func(t testing.TB) datastore.Store {
 		s, err := badger.Open(t.TempDir())
 		if err != nil {
 			t.Fatal(err)
