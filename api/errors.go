@@ -47,6 +47,7 @@ const (
 	CodeNotSupported    = "not_supported"
 	CodeNotFound        = "not_found"
 	CodeInternal        = "internal"
+	CodeTTLUnsupported  = "ttl_unsupported"
 )
 
 // codes maps each code to its sentinel and HTTP status, in the order
@@ -72,6 +73,7 @@ var codes = []struct {
 	{CodeNoNode, ErrNoNode, http.StatusServiceUnavailable},
 	{CodeConnectFailed, ErrConnectFailed, http.StatusBadGateway},
 	{CodeNotSupported, ErrNotSupported, http.StatusNotImplemented},
+	{CodeTTLUnsupported, datastore.ErrTTLUnsupported, http.StatusNotImplemented},
 	{CodeNotFound, ErrNotFound, http.StatusNotFound},
 }
 
