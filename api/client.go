@@ -233,6 +233,10 @@ func (c *Client) Get(ctx context.Context, key string) (datastore.Entry, error) {
 	errs = append(errs, err)
 	e.UpdatedAt, err = time.Parse(time.RFC3339Nano, h.Get(HeaderUpdated))
 	errs = append(errs, err)
+	if x := h.Get(HeaderExpires); x != "" {
+		e.ExpiresAt, err = time.Parse(time.RFC3339Nano, x)
+		errs = append(errs, err)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return datastore.Entry{}, fmt.Errorf("api: get %q: bad entry headers: %w", key, err)
 	}
@@ -253,6 +257,12 @@ func (c *Client) Put(ctx context.Context, key string, value []byte, opts PutOpti
 	if opts.Create {
 		q.Set("create", "true")
 	}
+	if opts.TTL < 0 {
+		return WriteResult{}, fmt.Errorf("api: put %q: TTL %v: %w", key, opts.TTL, datastore.ErrInvalidTxn)
+	}
+	if opts.TTL > 0 {
+		q.Set("ttl", opts.TTL.String())
+	}
 	if value == nil {
 		value = []byte{}
 	}
@@ -265,6 +275,9 @@ func (c *Client) Put(ctx context.Context, key string, value []byte, opts PutOpti
 type PutOptions struct {
 	Expected *uint64 // write only at this version (0: only if absent)
 	Create   bool    // write only if absent; ErrAlreadyExists otherwise
+	// TTL, if positive, makes the entry expire that long after the write
+	// (the store must support TTL: datastore.ErrTTLUnsupported otherwise).
+	TTL time.Duration
 }
 
 // Set implements datastore.Store.

@@ -48,6 +48,7 @@ const (
 	CodeNotSupported    = "not_supported"
 	CodeNotFound        = "not_found"
 	CodeInternal        = "internal"
+	CodeTTLUnsupported  = "ttl_unsupported"
 	// CodeRefused: the write policy or a schema refused the write.
 	CodeRefused = "refused"
 )
@@ -75,6 +76,7 @@ var codes = []struct {
 	{CodeNoNode, ErrNoNode, http.StatusServiceUnavailable},
 	{CodeConnectFailed, ErrConnectFailed, http.StatusBadGateway},
 	{CodeNotSupported, ErrNotSupported, http.StatusNotImplemented},
+	{CodeTTLUnsupported, datastore.ErrTTLUnsupported, http.StatusNotImplemented},
 	{CodeNotFound, ErrNotFound, http.StatusNotFound},
 	{CodeRefused, replica.ErrRefused, http.StatusForbidden},
 }

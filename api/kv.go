@@ -23,6 +23,7 @@ const (
 	HeaderRevision = "X-Peerstate-Revision"
 	HeaderCreated  = "X-Peerstate-Created" // RFC 3339 with nanoseconds
 	HeaderUpdated  = "X-Peerstate-Updated"
+	HeaderExpires  = "X-Peerstate-Expires" // entries written with a TTL only
 )
 
 // pathKey is the key named by the request path: "/" and the {key...}
@@ -113,6 +114,9 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 	h.Set(HeaderRevision, strconv.FormatUint(e.Revision, 10))
 	h.Set(HeaderCreated, e.CreatedAt.UTC().Format(time.RFC3339Nano))
 	h.Set(HeaderUpdated, e.UpdatedAt.UTC().Format(time.RFC3339Nano))
+	if !e.ExpiresAt.IsZero() {
+		h.Set(HeaderExpires, e.ExpiresAt.UTC().Format(time.RFC3339Nano))
+	}
 	w.WriteHeader(http.StatusOK)
 	if r.Method != http.MethodHead {
 		w.Write(e.Value)
@@ -124,10 +128,17 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 // adds a check of version N (a conflict answers 409 version_conflict) and
 // ?create=true a check of absence (409 already_exists).
 func (s *Server) handlePut(w http.ResponseWriter, r *http.Request) {
-	q, err := params(r, "expected", "create")
+	q, err := params(r, "expected", "create", "ttl")
 	if err != nil {
 		s.writeError(w, r, err)
 		return
+	}
+	var ttl time.Duration
+	if t := q.Get("ttl"); t != "" {
+		if ttl, err = ParseTTL(t); err != nil {
+			s.writeError(w, r, fmt.Errorf("query parameter %w", err))
+			return
+		}
 	}
 	expected, hasExpected, err := paramUint(q, "expected")
 	if err != nil {
@@ -154,6 +165,9 @@ func (s *Server) handlePut(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	op, ops := "set", []datastore.Op{datastore.OpSet(key, value)}
+	if ttl > 0 {
+		ops[0] = datastore.OpSetTTL(key, value, ttl)
+	}
 	var sentinel error
 	switch {
 	case create:

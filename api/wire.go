@@ -21,17 +21,29 @@ type Entry struct {
 	Revision  uint64    `json:"revision"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// ExpiresAt is when an entry written with a TTL expires; absent for
+	// one without.
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 }
 
 // FromEntry converts a store entry to its JSON form.
 func FromEntry(e datastore.Entry) Entry {
-	return Entry{Key: e.Key, Value: e.Value, Version: e.Version, Revision: e.Revision, CreatedAt: e.CreatedAt, UpdatedAt: e.UpdatedAt}
+	out := Entry{Key: e.Key, Value: e.Value, Version: e.Version, Revision: e.Revision, CreatedAt: e.CreatedAt, UpdatedAt: e.UpdatedAt}
+	if !e.ExpiresAt.IsZero() {
+		at := e.ExpiresAt
+		out.ExpiresAt = &at
+	}
+	return out
 }
 
 // Datastore converts the JSON form back. JSON keeps nil (null) and empty
 // ("") values apart.
 func (e Entry) Datastore() datastore.Entry {
-	return datastore.Entry{Key: e.Key, Value: e.Value, Version: e.Version, Revision: e.Revision, CreatedAt: e.CreatedAt, UpdatedAt: e.UpdatedAt}
+	out := datastore.Entry{Key: e.Key, Value: e.Value, Version: e.Version, Revision: e.Revision, CreatedAt: e.CreatedAt, UpdatedAt: e.UpdatedAt}
+	if e.ExpiresAt != nil {
+		out.ExpiresAt = *e.ExpiresAt
+	}
+	return out
 }
 
 // Page is a datastore.Page as JSON.
@@ -110,13 +122,16 @@ type TxnResult struct {
 
 // TxnOp is one op of a transaction as JSON: {"op":"set","key":K,"value":B64}
 // or {"op":"set","key":K,"value_string":S}, {"op":"delete","key":K},
-// {"op":"check","key":K,"version":N} (0: absent).
+// {"op":"check","key":K,"version":N} (0: absent). A set may carry
+// "ttl":"30s" (a Go duration): the entry expires that long after the
+// commit (datastore.OpSetTTL).
 type TxnOp struct {
 	Op          string  `json:"op"`
 	Key         string  `json:"key"`
 	Value       *[]byte `json:"value,omitempty"`
 	ValueString *string `json:"value_string,omitempty"`
 	Version     *uint64 `json:"version,omitempty"`
+	TTL         string  `json:"ttl,omitempty"`
 }
 
 // TxnRequest is the body of POST /v1/txn.
@@ -128,10 +143,13 @@ type TxnRequest struct {
 func FromOps(ops []datastore.Op) ([]TxnOp, error) {
 	out := make([]TxnOp, len(ops))
 	for i, op := range ops {
-		if op.TTL != 0 { // the wire has no TTL yet: refuse rather than drop it
-			return nil, fmt.Errorf("op %d: %q: TTL over the HTTP API: %w", i, op.Key, datastore.ErrTTLUnsupported)
-		}
 		o := TxnOp{Op: op.Kind.String(), Key: op.Key}
+		if op.TTL != 0 {
+			if op.Kind != datastore.OpKindSet || op.TTL < 0 {
+				return nil, fmt.Errorf("op %d: %q: TTL %v on a %s: %w", i, op.Key, op.TTL, op.Kind, datastore.ErrInvalidTxn)
+			}
+			o.TTL = op.TTL.String()
+		}
 		switch op.Kind {
 		case datastore.OpKindSet:
 			v := op.Value
@@ -176,13 +194,23 @@ func Ops(in []TxnOp) ([]datastore.Op, error) {
 				v = []byte{}
 			}
 			out[i] = datastore.OpSet(o.Key, v)
+			if o.TTL != "" {
+				ttl, err := ParseTTL(o.TTL)
+				if err != nil {
+					return nil, fmt.Errorf("op %d: %w", i, err)
+				}
+				out[i] = datastore.OpSetTTL(o.Key, v, ttl)
+			}
 		case "delete":
+			if o.TTL != "" {
+				return nil, fmt.Errorf("op %d: delete takes no ttl: %w", i, datastore.ErrInvalidTxn)
+			}
 			if o.Value != nil || o.ValueString != nil || o.Version != nil {
 				return nil, fmt.Errorf("op %d: delete takes only a key: %w", i, datastore.ErrInvalidTxn)
 			}
 			out[i] = datastore.OpDelete(o.Key)
 		case "check":
-			if o.Value != nil || o.ValueString != nil {
+			if o.Value != nil || o.ValueString != nil || o.TTL != "" {
 				return nil, fmt.Errorf("op %d: check takes no value: %w", i, datastore.ErrInvalidTxn)
 			}
 			if o.Version == nil {
@@ -196,6 +224,15 @@ func Ops(in []TxnOp) ([]datastore.Op, error) {
 		}
 	}
 	return out, nil
+}
+
+// ParseTTL parses a time to live: a positive Go duration ("30s", "5m").
+func ParseTTL(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("ttl %q: want a positive duration such as 30s: %w", s, datastore.ErrInvalidTxn)
+	}
+	return d, nil
 }
 
 // ParseTxn decodes a transaction: a JSON array of ops or {"ops": [...]}.

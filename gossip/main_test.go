@@ -57,9 +57,11 @@ func quiet() gossip.Config {
 
 type peerOpts struct {
 	prefixes []string
-	noGossip bool             // a bare pubsub peer (for hostile tests)
-	grace    time.Duration    // tombstone grace; 0: 1ns, so tests can collect at once
-	reporter metrics.Reporter // counts stream bytes (benchmarks)
+	noGossip bool                         // a bare pubsub peer (for hostile tests)
+	grace    time.Duration                // tombstone grace; 0: 1ns, so tests can collect at once
+	reporter metrics.Reporter             // counts stream bytes (benchmarks)
+	now      func() time.Time             // the replica's clock; nil: time.Now
+	admit    func(c replica.Change) error // the replica's Admit rule
 }
 
 func newHost(t testing.TB, gate *gater, reporter metrics.Reporter) host.Host {
@@ -99,7 +101,8 @@ func newPeer(t testing.TB, cfg gossip.Config, o peerOpts) *testPeer {
 	if grace == 0 {
 		grace = time.Nanosecond
 	}
-	r, err := replica.New(ctx, memory.New(), replica.Config{Key: h.Peerstore().PrivKey(h.ID()), Prefixes: o.prefixes, TombstoneGrace: grace})
+	r, err := replica.New(ctx, memory.New(), replica.Config{Key: h.Peerstore().PrivKey(h.ID()), Prefixes: o.prefixes, TombstoneGrace: grace,
+		Now: o.now, Admit: o.admit})
 	if err != nil {
 		t.Fatalf("replica.New: %v", err)
 	}

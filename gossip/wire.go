@@ -59,6 +59,9 @@ type WireChange struct {
 	ValueHash []byte `cbor:"11,keyasint,omitempty"`
 	Gen       uint64 `cbor:"12,keyasint"`
 	Sig       []byte `cbor:"13,keyasint"`
+	// ExpiresAt is the change's expiry (Unix nanoseconds), left out when it
+	// has none; the signature covers it.
+	ExpiresAt int64 `cbor:"14,keyasint,omitempty"`
 }
 
 // changeOverhead bounds a WireChange's encoding beyond its key and value.
@@ -102,6 +105,7 @@ func toWire(c replica.Change, inline int, keepOrigin bool) WireChange {
 	w := WireChange{
 		Key: c.Key, Value: c.Value, Deleted: c.Deleted, Version: c.Version, HLC: uint64(c.HLC),
 		Seq: c.Seq, CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt, Gen: c.Gen, Sig: c.Sig,
+		ExpiresAt: c.ExpiresAt,
 	}
 	if keepOrigin {
 		w.Origin = c.Origin
@@ -139,6 +143,7 @@ func (w WireChange) change(origin string, maxValue int) (replica.Change, *announ
 	c := replica.Change{
 		Key: w.Key, Value: w.Value, Deleted: w.Deleted, Version: w.Version, HLC: replica.HLC(w.HLC),
 		Origin: origin, Seq: w.Seq, CreatedAt: w.CreatedAt, UpdatedAt: w.UpdatedAt, Gen: w.Gen, Sig: w.Sig,
+		ExpiresAt: w.ExpiresAt,
 	}
 	var ann *announcement
 	switch {
@@ -173,6 +178,7 @@ func (w WireChange) head() (replica.Change, error) {
 	c := replica.Change{
 		Key: w.Key, Deleted: w.Deleted, Version: w.Version, HLC: replica.HLC(w.HLC), Origin: w.Origin,
 		Gen: w.Gen, Seq: w.Seq, CreatedAt: w.CreatedAt, UpdatedAt: w.UpdatedAt, ValueHash: w.ValueHash, Sig: w.Sig,
+		ExpiresAt: w.ExpiresAt,
 	}
 	return c, c.Validate(0)
 }

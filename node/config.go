@@ -9,6 +9,7 @@ import (
 
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/univrs/peerstate/codec"
 	"github.com/univrs/peerstate/datastore"
 	"github.com/univrs/peerstate/gossip"
 	"github.com/univrs/peerstate/policy"
@@ -102,6 +103,12 @@ type Config struct {
 	Gossip gossip.Config
 	// StoreOptions are passed to the backend.
 	StoreOptions []datastore.Option
+	// Schemas, if set, checks every value of a replicated key against its
+	// validators (codec.Registry.Validate), both local writes (refused with
+	// an error wrapping replica.ErrRefused) and changes from peers (left
+	// out and counted as refused; see replica.Config.Admit). Peers should
+	// run the same schemas.
+	Schemas *codec.Registry
 }
 
 // DefaultConfig returns a node on SQLite under ./peerstate-data, listening

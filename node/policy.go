@@ -21,12 +21,16 @@ func (n *Node) replicaConfig(key crypto.PrivKey) (replica.Config, error) {
 		return replica.Config{}, err
 	}
 	n.policy = pol
+	var schemas func(replica.Change) error
+	if n.cfg.Schemas != nil {
+		schemas = replica.AdmitValues(n.cfg.Schemas.CheckChange)
+	}
 	return replica.Config{
 		Key:            key,
 		Prefixes:       n.cfg.Prefixes,
 		Local:          append(slices.DeleteFunc(slices.Clone(n.cfg.Local), func(p string) bool { return p == reputationPattern }), reputationPattern),
 		TombstoneGrace: n.cfg.TombstoneGrace,
-		Admit:          pol.Admit,
+		Admit:          replica.AdmitAll(pol.Admit, schemas),
 	}, nil
 }
 

@@ -100,6 +100,15 @@ type Change struct {
 	ValueHash []byte
 	// Sig is the origin's signature.
 	Sig []byte
+	// ExpiresAt, Unix nanoseconds, is when the value expires (a write with
+	// a time to live: the writer's clock plus the TTL); 0 for none. Every
+	// peer treats an entry whose expiry has passed by its own clock as
+	// deleted; see the package doc (TTL).
+	ExpiresAt int64
+
+	// expired is local state, never replicated or signed: this replica has
+	// applied the expiry (the envelope is marked, watchers were told).
+	expired bool
 }
 
 // Less reports whether c comes before d in the deterministic per-key order:
@@ -192,6 +201,10 @@ func (c Change) Validate(maxValue int) error {
 		return fmt.Errorf("%w: %q: malformed value hash", ErrInvalidChange, c.Key)
 	case c.UpdatedAt < c.CreatedAt:
 		return fmt.Errorf("%w: %q: updated before created", ErrInvalidChange, c.Key)
+	case c.ExpiresAt != 0 && c.Deleted:
+		return fmt.Errorf("%w: %q: a delete carries an expiry", ErrInvalidChange, c.Key)
+	case c.ExpiresAt != 0 && c.ExpiresAt <= c.UpdatedAt:
+		return fmt.Errorf("%w: %q: expires before it was written", ErrInvalidChange, c.Key)
 	}
 	return nil
 }

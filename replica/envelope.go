@@ -119,25 +119,77 @@ type envelope struct {
 
 const envelopeFormat = 2
 
-func encodeEnvelope(c Change) ([]byte, error) {
-	return cbor.Marshal(envelope{
-		Format: envelopeFormat, Value: c.Value, Deleted: c.Deleted, Version: c.Version, HLC: c.HLC,
-		Origin: c.Origin, Seq: c.Seq, CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt,
-		Gen: c.Gen, Sig: c.Sig, ValueHash: c.ValueHash,
+// expiringEnvelope is the envelope of a change with an expiry (format 3):
+// format 2's fields, then the expiry and whether this replica has applied
+// it. Changes without one keep format 2, so stores that never use TTL read
+// the same as before.
+type expiringEnvelope struct {
+	_         struct{} `cbor:",toarray"`
+	Format    uint8
+	Value     []byte
+	Deleted   bool
+	Version   uint64
+	HLC       HLC
+	Origin    string
+	Seq       uint64
+	CreatedAt int64
+	UpdatedAt int64
+	Gen       uint64
+	Sig       []byte
+	ValueHash []byte
+	Key       string
+	ExpiresAt int64
+	Expired   bool
+}
+
+const expiringFormat = 3
+
+// marshalEnvelope encodes e, in format 3 when the change expires.
+func marshalEnvelope(e envelope, expiresAt int64, expired bool) ([]byte, error) {
+	if expiresAt == 0 {
+		return cbor.Marshal(e)
+	}
+	return cbor.Marshal(expiringEnvelope{
+		Format: expiringFormat, Value: e.Value, Deleted: e.Deleted, Version: e.Version, HLC: e.HLC,
+		Origin: e.Origin, Seq: e.Seq, CreatedAt: e.CreatedAt, UpdatedAt: e.UpdatedAt,
+		Gen: e.Gen, Sig: e.Sig, ValueHash: e.ValueHash, Key: e.Key, ExpiresAt: expiresAt, Expired: expired,
 	})
 }
 
+func encodeEnvelope(c Change) ([]byte, error) {
+	return marshalEnvelope(envelope{
+		Format: envelopeFormat, Value: c.Value, Deleted: c.Deleted, Version: c.Version, HLC: c.HLC,
+		Origin: c.Origin, Seq: c.Seq, CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt,
+		Gen: c.Gen, Sig: c.Sig, ValueHash: c.ValueHash,
+	}, c.ExpiresAt, c.expired)
+}
+
 func decodeEnvelope(key string, b []byte) (Change, error) {
-	var e envelope
-	if err := cbor.Unmarshal(b, &e); err != nil {
-		return Change{}, fmt.Errorf("replica: %q: corrupt envelope: %w", key, err)
-	}
-	if e.Format != envelopeFormat {
-		return Change{}, fmt.Errorf("replica: %q: envelope format %d unknown", key, e.Format)
+	var e expiringEnvelope
+	// Format 3 is a CBOR array of 15 elements (head byte 0x8f); format 2 one
+	// of 13.
+	if len(b) > 0 && b[0] == 0x80|15 {
+		if err := cbor.Unmarshal(b, &e); err != nil {
+			return Change{}, fmt.Errorf("replica: %q: corrupt envelope: %w", key, err)
+		}
+		if e.Format != expiringFormat || e.ExpiresAt == 0 {
+			return Change{}, fmt.Errorf("replica: %q: envelope format %d unknown", key, e.Format)
+		}
+	} else {
+		var e2 envelope
+		if err := cbor.Unmarshal(b, &e2); err != nil {
+			return Change{}, fmt.Errorf("replica: %q: corrupt envelope: %w", key, err)
+		}
+		if e2.Format != envelopeFormat {
+			return Change{}, fmt.Errorf("replica: %q: envelope format %d unknown", key, e2.Format)
+		}
+		e = expiringEnvelope{Value: e2.Value, Deleted: e2.Deleted, Version: e2.Version, HLC: e2.HLC,
+			Origin: e2.Origin, Seq: e2.Seq, CreatedAt: e2.CreatedAt, UpdatedAt: e2.UpdatedAt,
+			Gen: e2.Gen, Sig: e2.Sig, ValueHash: e2.ValueHash, Key: e2.Key}
 	}
 	c := Change{Key: key, Value: e.Value, Deleted: e.Deleted, Version: e.Version, HLC: e.HLC,
 		Origin: e.Origin, Seq: e.Seq, CreatedAt: e.CreatedAt, UpdatedAt: e.UpdatedAt,
-		Gen: e.Gen, Sig: e.Sig, ValueHash: e.ValueHash}
+		Gen: e.Gen, Sig: e.Sig, ValueHash: e.ValueHash, ExpiresAt: e.ExpiresAt, expired: e.Expired}
 	if e.Key != "" {
 		c.Key = e.Key
 	}
@@ -159,7 +211,7 @@ func encodeHead(c Change) ([]byte, error) {
 	if !c.Deleted {
 		e.ValueHash = h[:]
 	}
-	return cbor.Marshal(e)
+	return marshalEnvelope(e, c.ExpiresAt, false)
 }
 
 // Elide returns c with its value left out and announced by its hash.
@@ -180,8 +232,12 @@ func (c Change) record() engine.Record {
 }
 
 func (c Change) entry(revision uint64) datastore.Entry {
-	return datastore.Entry{
+	e := datastore.Entry{
 		Key: c.Key, Value: c.Value, Version: c.Version, Revision: revision,
 		CreatedAt: time.Unix(0, c.CreatedAt), UpdatedAt: time.Unix(0, c.UpdatedAt),
 	}
+	if c.ExpiresAt != 0 {
+		e.ExpiresAt = time.Unix(0, c.ExpiresAt)
+	}
+	return e
 }

@@ -164,16 +164,21 @@ func (r *Replica) CollectTombstones(ctx context.Context, peers []string) (int, e
 		err := r.scanRange(ctx, indexPrefix(src), indexKey(src, from), indexKey(src, upto), func(e datastore.Entry) error {
 			key := string(e.Value)
 			c, local, found, err := r.currentLocal(ctx, key)
-			if err != nil || !found || !c.Deleted || c.Source() != src || r.inflight[key] != nil {
+			// Expired values go like tombstones, by the age of their expiry.
+			gone, at, version := c.Deleted, c.HLC, c.Version
+			if c.expired {
+				gone, at, version = true, max(at, physical(time.Unix(0, c.ExpiresAt))), c.goneVersion()
+			}
+			if err != nil || !found || !gone || c.Source() != src || r.inflight[key] != nil {
 				return err
 			}
-			if c.HLC > cutoff {
+			if at > cutoff {
 				reached = min(reached, c.Seq-1)
 				return nil
 			}
 			ops = append(ops, datastore.OpCheckVersion(key, local.Version), datastore.OpDelete(key), datastore.OpDelete(e.Key))
 			b := floorBucket(key)
-			floors[b] = max(floors[b], r.floors[b], c.Version)
+			floors[b] = max(floors[b], r.floors[b], version)
 			keys = append(keys, key)
 			return nil
 		})
@@ -194,6 +199,9 @@ func (r *Replica) CollectTombstones(ctx context.Context, peers []string) (int, e
 			r.collected[src] = rec
 			for b, f := range floors {
 				r.floors[b] = max(r.floors[b], f)
+			}
+			for _, k := range keys {
+				r.fp.remove(k) // an expired value's change counted until now
 			}
 			dropped += len(keys)
 		}

@@ -181,6 +181,8 @@ type Replica struct {
 	source    string // SourceOf(cfg.ID, gen)
 	keys      keyCache
 	fp        *fingerprints
+	expiries  *engine.ExpiryIndex // the keys whose values expire (ttl.go)
+	expiry    *engine.Expiry
 
 	// mu guards the replication state. Remote changes, watermarks and
 	// tombstone collection are written under it; local writes are planned
@@ -254,11 +256,14 @@ func New(ctx context.Context, local datastore.Store, cfg Config) (*Replica, erro
 		seqNext:   1,
 		closing:   make(chan struct{}),
 	}
-	r.Writes = engine.Writes{C: committer{r}, MaxValueSize: cfg.MaxValueSize}
+	r.Writes = engine.Writes{C: committer{r}, MaxValueSize: cfg.MaxValueSize, TTL: true}
+	r.expiries = engine.NewExpiryIndex()
+	r.expiry = engine.NewExpiry(r.expiries, expiryCommitter{r}, cfg.Now)
 	if cfg.Broadcaster != nil {
 		r.SetBroadcaster(cfg.Broadcaster)
 	}
 	if err := r.load(ctx); err != nil {
+		r.expiry.Close()
 		return nil, err
 	}
 	return r, nil
@@ -465,6 +470,7 @@ func (r *Replica) load(ctx context.Context) error {
 	var promote []Change
 	err = r.scanUser(ctx, func(c Change) error {
 		r.clock.Observe(c.HLC)
+		r.noteExpiry([]Change{c})
 		switch {
 		case !r.Replicates(c.Key):
 		case c.Seq == 0:
@@ -504,6 +510,7 @@ func (r *Replica) promote(ctx context.Context, cs []Change) error {
 			return fmt.Errorf("replica: replicate keys under widened prefixes: %w", err)
 		}
 		r.genPending = false
+		r.noteExpiry(done)
 		for _, c := range done {
 			r.seqs[r.source].add(c.Seq)
 			r.fp.set(c)
@@ -679,7 +686,7 @@ func (r *Replica) Get(ctx context.Context, key string) (datastore.Entry, error) 
 	if err != nil {
 		return datastore.Entry{}, err
 	}
-	if !found || c.Deleted {
+	if !found || c.Deleted || r.expiredNow(c) {
 		return datastore.Entry{}, fmt.Errorf("replica: get %q: %w", key, datastore.ErrKeyNotFound)
 	}
 	return c.entry(e.Revision), nil
@@ -721,6 +728,7 @@ func (r *Replica) listOnce(ctx context.Context, prefix string, opts datastore.Li
 	page := datastore.Page{Entries: []datastore.Entry{}}
 	local := datastore.ListOptions{Limit: min(limit+limit/4+16, datastore.MaxListLimit), After: opts.After}
 	consistent := true
+	now := r.cfg.Now().UnixNano() // expired values are left out
 	for first := true; ; first = false {
 		p, err := r.local.List(ctx, prefix, local)
 		if err != nil {
@@ -739,7 +747,7 @@ func (r *Replica) listOnce(ctx context.Context, prefix string, opts datastore.Li
 			if err != nil {
 				return datastore.Page{}, false, err
 			}
-			if c.Deleted {
+			if c.Deleted || c.goneAt(now) {
 				continue
 			}
 			if len(page.Entries) == limit {

@@ -41,7 +41,10 @@ func (c Change) valueHash() [sha256.Size]byte {
 }
 
 // signingBytes is the canonical encoding a change's signature covers:
-// fixed-width integers, length-prefixed strings, the value's hash.
+// fixed-width integers, length-prefixed strings, the value's hash, and the
+// expiry last, only when there is one (so a change without one signs as
+// before expiries existed; every field before it has a fixed or prefixed
+// length, so the encoding stays unambiguous).
 func (c Change) signingBytes() []byte {
 	h := c.valueHash()
 	b := make([]byte, 0, len(signingDomain)+len(c.Key)+len(c.Origin)+96)
@@ -62,6 +65,9 @@ func (c Change) signingBytes() []byte {
 	b = binary.BigEndian.AppendUint64(b, c.Seq)
 	b = binary.BigEndian.AppendUint64(b, uint64(c.CreatedAt))
 	b = binary.BigEndian.AppendUint64(b, uint64(c.UpdatedAt))
+	if c.ExpiresAt != 0 {
+		b = binary.BigEndian.AppendUint64(b, uint64(c.ExpiresAt))
+	}
 	return b
 }
 

@@ -123,14 +123,14 @@ func (w *watcher) translate(ev datastore.Event) (datastore.Event, bool, error) {
 		if err != nil {
 			return datastore.Event{}, false, err
 		}
-		oldC, hadOld = c, !c.Deleted
+		oldC, hadOld = c, !c.Deleted && !c.expired
 	}
 	if ev.Type != datastore.Deleted {
 		c, err := decodeEnvelope(ev.Key, ev.NewValue)
 		if err != nil {
 			return datastore.Event{}, false, err
 		}
-		newC, hasNew = c, !c.Deleted
+		newC, hasNew = c, !c.Deleted && !c.expired
 	}
 	out := datastore.Event{Key: ev.Key, Revision: ev.Revision}
 	switch {
@@ -148,8 +148,11 @@ func (w *watcher) translate(ev datastore.Event) (datastore.Event, bool, error) {
 		return datastore.Event{}, false, nil // a tombstone replaced by a tombstone, or collected
 	}
 	origin := newC.Origin
-	if !hasNew && ev.Type == datastore.Deleted {
+	switch {
+	case !hasNew && ev.Type == datastore.Deleted:
 		origin = oldC.Origin
+	case newC.expired && hadOld: // an expiry: nobody deleted it
+		origin, out.Version = w.self, newC.goneVersion()
 	}
 	if origin != w.self {
 		out.Origin = origin
@@ -163,6 +166,7 @@ func (r *Replica) Close() error {
 	var err error
 	r.close.Do(func() {
 		close(r.closing)
+		r.expiry.Close()
 		err = r.local.Close()
 		r.watchers.Wait()
 	})

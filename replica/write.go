@@ -59,6 +59,7 @@ func (c committer) Commit(ctx context.Context, req engine.Request) (datastore.Tx
 			for _, c := range w.changes {
 				r.fp.set(c)
 			}
+			r.noteExpiry(w.written)
 		}
 		r.mu.Lock()
 		r.finishLocal(w, err == nil)
@@ -81,6 +82,7 @@ func (c committer) Commit(ctx context.Context, req engine.Request) (datastore.Tx
 type localWrite struct {
 	ops     []datastore.Op // nil: nothing to commit
 	changes []Change       // the replicated ones, to broadcast
+	written []Change       // all of them, replicated or not
 	seqs    []uint64
 	keys    []string // marked in flight
 	done    chan struct{}
@@ -150,6 +152,7 @@ func (r *Replica) prepareLocal(ctx context.Context, req engine.Request, w *local
 		}
 		w.ops = append(w.ops, wops...)
 	}
+	w.written = slices.Clone(w.changes)
 	// Only the replicated changes are broadcast.
 	w.changes = slices.DeleteFunc(w.changes, func(c Change) bool { return c.Seq == 0 })
 	return nil
@@ -171,7 +174,7 @@ func (r *Replica) planLocal(req engine.Request, prev map[string]localState, w *l
 			}
 			return engine.Record{}, false, nil
 		}
-		return p.change.record(), true, nil
+		return r.visibleRecord(p.change), true, nil
 	}
 	plan, err := engine.Build(req, 1, r.cfg.Now(), r.cfg.DeleteMissingOK, read)
 	if err != nil {
@@ -201,6 +204,9 @@ func (r *Replica) planLocal(req engine.Request, prev map[string]localState, w *l
 		// A key created by a peer whose clock runs ahead must not look
 		// updated before it was created here: receivers reject that.
 		ch.UpdatedAt = max(ch.UpdatedAt, ch.CreatedAt)
+		if !pw.ExpiresAt.IsZero() { // the TTL counts from the write
+			ch.ExpiresAt = ch.UpdatedAt + pw.ExpiresAt.Sub(pw.UpdatedAt).Nanoseconds()
+		}
 		if ch.Deleted {
 			ch.Value = nil
 		}
@@ -453,6 +459,7 @@ func (r *Replica) applyChunk(ctx context.Context, changes, refused []Change) (Ap
 			for _, c := range applied {
 				r.fp.set(c)
 			}
+			r.noteExpiry(applied)
 		}
 		res.Applied, res.Stale = n.Applied, n.Stale
 		return res, err
@@ -495,6 +502,7 @@ func (r *Replica) applyOnce(ctx context.Context, valid, skipped []Change, order 
 			res.Stale++
 			continue
 		}
+		c = r.markExpired(c) // arrived expired: stored so
 		ops = append(ops, datastore.OpCheckVersion(key, local.Version))
 		wops, err := r.replaceOps(old, found, c)
 		if err != nil {

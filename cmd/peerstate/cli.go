@@ -65,7 +65,7 @@ func commands() []*command {
 	return []*command{
 		runCommand(),
 		putCommand(), getCommand(), delCommand(), casCommand(), lsCommand(),
-		watchCommand(), txnCommand(),
+		watchCommand(), txnCommand(), logCommand(),
 		statusCommand(), peersCommand(), connectCommand(), banCommand(), unbanCommand(),
 		backupCommand(), restoreCommand(), exportCommand(), importCommand(),
 		benchCommand(), simCommand(), versionCommand(), completionCommand(), helpCommand(),

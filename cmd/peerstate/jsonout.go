@@ -36,6 +36,10 @@ type entryOut struct {
 	Revision    uint64     `json:"revision"`
 	CreatedAt   *time.Time `json:"created_at,omitempty"`
 	UpdatedAt   *time.Time `json:"updated_at,omitempty"`
+	// ValueCBOR is a binary value that is CBOR, decoded (cborAsJSON).
+	ValueCBOR json.RawMessage `json:"value_cbor,omitempty"`
+	// ExpiresAt is set for an entry written with a TTL.
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 }
 
 func newEntryOut(e datastore.Entry) entryOut {
@@ -45,6 +49,11 @@ func newEntryOut(e datastore.Entry) entryOut {
 		v = []byte{}
 	}
 	out.Value, out.ValueBase64 = textOrBase64(v)
+	out.ValueCBOR = cborAsJSON(v)
+	if !e.ExpiresAt.IsZero() {
+		x := e.ExpiresAt.UTC()
+		out.ExpiresAt = &x
+	}
 	if !e.CreatedAt.IsZero() {
 		c, u := e.CreatedAt.UTC(), e.UpdatedAt.UTC()
 		out.CreatedAt, out.UpdatedAt = &c, &u

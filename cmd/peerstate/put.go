@@ -16,14 +16,20 @@ func putCommand() *command {
 		summary: `set KEY to VALUE ("-": stdin) and print the new version`,
 		details: `Keys are /-separated paths of at most 1024 bytes. Values are at most 64 MiB with
 the sqlite and badger backends (1.5 MiB with etcd); a larger value is refused
-with exit status 2 before the daemon reads it.`,
+with exit status 2 before the daemon reads it. With --ttl the entry expires that
+long after the write (every peer drops it by its own clock, and watchers see it
+deleted); a later put without --ttl makes it permanent again.`,
 		minArgs: 2, maxArgs: 2,
 		setup: func(m *Main, fs *flag.FlagSet) runner {
 			var cf clientFlags
 			cf.register(m, fs)
 			create := fs.Bool("create", false, "only if KEY is absent (exit status 4 if it exists)")
+			ttl := fs.Duration("ttl", 0, "time to live, such as 30s or 5m: the entry expires that long after the write")
 			return func(ctx context.Context, args []string) error {
 				key := args[0]
+				if *ttl < 0 {
+					return usagef(findCommand("put"), "--ttl %v: want a positive duration such as 30s", *ttl)
+				}
 				value, err := m.readValue(args[1])
 				if err != nil {
 					return err
@@ -33,7 +39,7 @@ with exit status 2 before the daemon reads it.`,
 					return err
 				}
 				defer c.Close()
-				res, err := c.Put(ctx, key, value, api.PutOptions{Create: *create})
+				res, err := c.Put(ctx, key, value, api.PutOptions{Create: *create, TTL: *ttl})
 				if err != nil {
 					return failed("put "+key, err)
 				}
