@@ -374,6 +374,26 @@ func (c *Client) Compact(ctx context.Context, revision uint64) error {
 	return c.call(ctx, request{method: http.MethodPost, path: "/v1/compact", body: body}, &res)
 }
 
+var _ datastore.Expirer = (*Client)(nil)
+
+// SetTTL implements datastore.Expirer: Put with a time to live. The
+// daemon's store must support TTL (datastore.ErrTTLUnsupported otherwise).
+func (c *Client) SetTTL(ctx context.Context, key string, value []byte, ttl time.Duration) (uint64, error) {
+	if ttl <= 0 {
+		return 0, fmt.Errorf("api: set %q: TTL %v is not positive: %w", key, ttl, datastore.ErrInvalidTxn)
+	}
+	res, err := c.Put(ctx, key, value, PutOptions{TTL: ttl})
+	return res.Version, err
+}
+
+// ExpireDue implements datastore.Expirer: the daemon's store applies every
+// expiry due by its clock now (POST /v1/expire).
+func (c *Client) ExpireDue(ctx context.Context) (int, error) {
+	var res ExpireResult
+	err := c.call(ctx, request{method: http.MethodPost, path: "/v1/expire"}, &res)
+	return res.Expired, err
+}
+
 // Status returns the daemon's status.
 func (c *Client) Status(ctx context.Context) (Status, error) {
 	var st Status

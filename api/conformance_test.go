@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/univrs/peerstate/datastore"
 	"github.com/univrs/peerstate/datastore/storetest"
@@ -13,5 +14,9 @@ import (
 func TestClient_Conformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) datastore.Store {
 		return newEnv(t, envOptions{}).client
+	})
+	// Entries with a TTL across the wire (the server's store expires them).
+	storetest.RunTTL(t, func(t *testing.T, now func() time.Time) datastore.Store {
+		return newEnv(t, envOptions{now: now}).client
 	})
 }

@@ -5,16 +5,20 @@
 // around it) over HTTP:
 //
 //	GET    /v1/kv/{key...}       the value's bytes, with X-Peerstate-Version, -Revision,
-//	                             -Created and -Updated headers; ?format=json for the entry as JSON
+//	                             -Created, -Updated (and -Expires, for an entry with a TTL)
+//	                             headers; ?format=json for the entry as JSON
 //	PUT    /v1/kv/{key...}       body = value; ?expected=N compare-and-set, ?create=true
-//	                             create-if-absent; answers {"version","revision"}
+//	                             create-if-absent, ?ttl=30s expires after that long;
+//	                             answers {"version","revision"}
 //	DELETE /v1/kv/{key...}       ?expected=N deletes only at that version; answers {"version","revision"}
 //	GET    /v1/list              ?prefix=&limit=&after=&keys_only= one page, as JSON
 //	POST   /v1/txn               {"ops":[{"op":"set","key","value"|"value_string"},
-//	                             {"op":"delete","key"},{"op":"check","key","version"}]}
+//	                             {"op":"delete","key"},{"op":"check","key","version"}]};
+//	                             a set may carry "ttl":"30s"
 //	GET    /v1/watch             ?pattern=&from_revision= one JSON event a line
 //	                             (application/x-ndjson), or text/event-stream when asked
 //	POST   /v1/compact           {"revision"} trims the change log, where the store can
+//	POST   /v1/expire            applies the expiries due now; answers {"expired"}
 //	GET    /v1/status            {"id","addrs","peers","revision","backend",...}
 //	GET    /v1/peers             the connected peers
 //	POST   /v1/peers/connect     {"addr"} dials a peer

@@ -21,6 +21,7 @@ type envOptions struct {
 	token string
 	node  api.Node
 	cfg   api.ServerConfig
+	now   func() time.Time // the store's clock; nil: time.Now
 }
 
 // env is a server over a memory store behind httptest, and a client of it.
@@ -39,7 +40,11 @@ func newEnv(t testing.TB, o envOptions) *env {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	store := memory.New()
+	var storeOpts []datastore.Option
+	if o.now != nil {
+		storeOpts = append(storeOpts, datastore.WithClock(o.now))
+	}
+	store := memory.New(storeOpts...)
 	srv := api.NewServer(store, o.node, cfg)
 	hs := httptest.NewServer(srv.Handler())
 	c, err := api.New(hs.URL, o.token)

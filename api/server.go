@@ -258,6 +258,7 @@ func (s *Server) routes() http.Handler {
 	handle("POST /v1/txn", "/v1/txn", true, s.handleTxn)
 	handle("GET /v1/watch", "/v1/watch", true, s.handleWatch)
 	handle("POST /v1/compact", "/v1/compact", true, s.handleCompact)
+	handle("POST /v1/expire", "/v1/expire", true, s.handleExpire)
 	handle("GET /v1/status", "/v1/status", true, s.handleStatus)
 	handle("GET /v1/peers", "/v1/peers", true, s.handlePeers)
 	handle("POST /v1/peers/connect", "/v1/peers/connect", true, s.handleConnect)
@@ -434,6 +435,27 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"connected": req.Addr})
+}
+
+// handleExpire applies every expiry that is due now (datastore.Expirer's
+// ExpireDue) and answers {"expired": N}.
+func (s *Server) handleExpire(w http.ResponseWriter, r *http.Request) {
+	if _, err := params(r); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	x, ok := s.store.(datastore.Expirer)
+	if !ok {
+		s.writeError(w, r, fmt.Errorf("expire: %w", datastore.ErrTTLUnsupported))
+		return
+	}
+	n, err := x.ExpireDue(r.Context())
+	s.metrics.storeOp("expire", err)
+	if err != nil {
+		s.writeError(w, r, fmt.Errorf("expire: %w", err))
+		return
+	}
+	writeJSON(w, http.StatusOK, ExpireResult{Expired: n})
 }
 
 func (s *Server) handleCompact(w http.ResponseWriter, r *http.Request) {

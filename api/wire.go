@@ -114,6 +114,11 @@ type WriteResult struct {
 	Revision uint64 `json:"revision"`
 }
 
+// ExpireResult answers POST /v1/expire: how many entries expired.
+type ExpireResult struct {
+	Expired int `json:"expired"`
+}
+
 // TxnResult answers a transaction.
 type TxnResult struct {
 	Revision uint64   `json:"revision"`
