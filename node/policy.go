@@ -28,7 +28,7 @@ func (n *Node) replicaConfig(key crypto.PrivKey) (replica.Config, error) {
 	return replica.Config{
 		Key:            key,
 		Prefixes:       n.cfg.Prefixes,
-		Local:          append(slices.DeleteFunc(slices.Clone(n.cfg.Local), func(p string) bool { return p == reputationPattern }), reputationPattern),
+		Local:          append(slices.DeleteFunc(slices.Clone(n.cfg.Local), func(p string) bool { return p == ReputationPattern }), ReputationPattern),
 		TombstoneGrace: n.cfg.TombstoneGrace,
 		Admit:          replica.AdmitAll(pol.Admit, schemas),
 	}, nil

@@ -16,9 +16,10 @@ import (
 	"github.com/univrs/peerstate/reputation"
 )
 
-// reputationPattern is where a node keeps its opinion of each peer: always
-// local, never replicated (sharing opinions is a later step).
-const reputationPattern = "/peers/*/reputation"
+// ReputationPattern is where a node keeps its opinion of each peer: always
+// local, never replicated (sharing opinions is a later step). Two nodes
+// holding the same replicated state still differ under it.
+const ReputationPattern = "/peers/*/reputation"
 
 // reasonEvents maps gossip's rejection reasons to what they say of the
 // peer they are counted against. Reasons missing here (another release's
