@@ -101,19 +101,13 @@ func testHandOver(t *testing.T, s datastore.Store, clk *storetest.Clock) {
 	ch := campaignAll(ctx, t, cands, &wg)
 	first := next(t, ch)
 
-	// Move the clock on by half a TTL at a time, each time after a renewal:
-	// after 3 TTLs the first leader still leads, and nobody else won.
-	version := func() uint64 {
-		e, err := s.Get(ctx, election.DefaultKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return e.Version
-	}
+	// Move the clock on by half a TTL at a time, each time waiting for a
+	// renewal made after the move (its deadline is a whole TTL from the new
+	// time; one begun before the move reaches only half a TTL past it): after
+	// 3 TTLs the first leader still leads, and nobody else won.
 	for range 6 {
-		v := version()
 		clk.Advance(ttl / 2)
-		for version() == v {
+		for !first.term.Deadline().After(clk.Now().Add(ttl / 2)) {
 			time.Sleep(renew)
 		}
 	}
