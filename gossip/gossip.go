@@ -153,6 +153,7 @@ type Gossip struct {
 
 	kick          chan struct{}
 	fetches       chan fetchJob
+	inbox         chan inbound  // validated pubsub changes, receiveLoop to applyLoop
 	serving       chan struct{} // semaphore: catch-up streams served
 	limits        *peerLimits   // per-peer limits on what is served
 	origins       *originRates  // per-origin publish rates
@@ -202,6 +203,7 @@ func New(ctx context.Context, h host.Host, ps *pubsub.PubSub, r Replica, cfg Con
 		matched:       map[peer.ID]MatchState{},
 		kick:          make(chan struct{}, 1),
 		fetches:       make(chan fetchJob, cfg.FetchQueue),
+		inbox:         make(chan inbound, inboxSize),
 		serving:       make(chan struct{}, cfg.MaxConcurrentSyncs),
 		limits:        newPeerLimits(cfg),
 		origins:       newOriginRates(cfg.OriginRate, cfg.OriginBurst),
@@ -249,6 +251,7 @@ func (g *Gossip) start() (err error) {
 
 	g.goFunc(g.batchLoop)
 	g.goFunc(g.receiveLoop)
+	g.goFunc(g.applyLoop)
 	g.goFunc(g.syncLoop)
 	for range g.cfg.FetchWorkers {
 		g.goFunc(g.fetchLoop)
@@ -576,7 +579,23 @@ func reasonOf(err error) string {
 	return ReasonInvalidChange
 }
 
-// receiveLoop applies validated messages from the topic.
+// inbound is what one pubsub message brings to apply now.
+type inbound struct {
+	from    peer.ID // the peer we received the message from
+	changes []replica.Change
+}
+
+const (
+	// inboxSize bounds the messages between receiveLoop and applyLoop
+	// (the subscription's own buffer is behind it).
+	inboxSize = 256
+	// maxApplyBatch bounds the changes applyLoop hands the replica at once.
+	maxApplyBatch = 512
+)
+
+// receiveLoop takes validated messages from the topic and passes what is
+// ready to applyLoop; changes whose values must be fetched go to the
+// fetchers.
 func (g *Gossip) receiveLoop() {
 	for {
 		msg, err := g.sub.Next(g.ctx)
@@ -609,9 +628,53 @@ func (g *Gossip) receiveLoop() {
 				}
 			}
 		}
-		if ready = append(ready, rc.foreign...); len(ready) > 0 {
-			g.apply(g.ctx, msg.ReceivedFrom, ready)
+		if ready = append(ready, rc.foreign...); len(ready) == 0 {
+			continue
 		}
+		select {
+		case g.inbox <- inbound{from: msg.ReceivedFrom, changes: ready}:
+		case <-g.ctx.Done():
+			return
+		}
+	}
+}
+
+// applyLoop applies what receiveLoop passes on. Whatever has queued up
+// while the last apply ran goes to the replica together, one apply (one
+// commit) per relaying peer, so under load the store commits batches
+// rather than one message at a time. The order of changes does not matter:
+// the replica orders every key's changes itself.
+func (g *Gossip) applyLoop() {
+	var order []peer.ID
+	batch := map[peer.ID][]replica.Change{}
+	for {
+		var in inbound
+		select {
+		case in = <-g.inbox:
+		case <-g.ctx.Done():
+			return
+		}
+		n := 0
+	drain:
+		for {
+			if _, ok := batch[in.from]; !ok {
+				order = append(order, in.from)
+			}
+			batch[in.from] = append(batch[in.from], in.changes...)
+			if n += len(in.changes); n >= maxApplyBatch {
+				break
+			}
+			select {
+			case in = <-g.inbox:
+			default:
+				break drain
+			}
+		}
+		for _, p := range order {
+			g.apply(g.ctx, p, batch[p])
+			delete(batch, p)
+		}
+		order = order[:0]
 	}
 }
 
