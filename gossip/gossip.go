@@ -91,8 +91,9 @@ type Replica interface {
 	// Tombstone horizon: peers' vectors are recorded from catch-up, a peer
 	// behind the collected horizon gets a full snapshot, and the receiver of
 	// a snapshot drops what it shows was deleted.
-	ObservePeer(ctx context.Context, id string, v replica.Vector) error
-	BehindHorizon(have replica.Vector) bool
+	ObservePeerRetired(ctx context.Context, id string, v replica.Vector, retired replica.HLC) error
+	BehindHorizon(have replica.Vector, retired replica.HLC) bool
+	RetiredHorizon() (replica.HLC, uint64)
 	Reconcile(ctx context.Context, cover, horizon replica.Vector, floors map[uint16]uint64, senderPrefixes []string, received map[string]bool) (int, error)
 	Collected() replica.Vector
 	Floors() map[uint16]uint64

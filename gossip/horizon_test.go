@@ -77,3 +77,59 @@ func TestGossip_TombstoneHorizonSnapshot(t *testing.T) {
 		t.Fatalf("second sync: %+v, %v; want a delta", st, err)
 	}
 }
+
+// A source retired on a but not yet on b (c wrote, was superseded and went
+// away): a's vector no longer lists it, and its catch-up request says so
+// with its retirement horizon, so b, which collected c's tombstone, sends a
+// delta rather than a snapshot; b learns a's horizon from that session and
+// retires c too.
+func TestGossip_RetiredSourceKeepsDeltas(t *testing.T) {
+	ctx := context.Background()
+	cfg := quiet()
+	cfg.DisableSyncOnConnect = true // this test runs each catch-up itself
+	peers := newPeers(t, 3, cfg)
+	a, b, c := peers[0], peers[1], peers[2]
+	for _, k := range []string{"/rt/1", "/rt/2"} {
+		if _, err := c.r.Set(ctx, k, []byte("c")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.r.Delete(ctx, "/rt/2"); err != nil {
+		t.Fatal(err)
+	}
+	waitConverged(t, 10*time.Second, peers...)
+	if _, err := a.r.Set(ctx, "/rt/1", []byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	waitConverged(t, 10*time.Second, peers...)
+	partition(t, c, a)
+	partition(t, c, b)
+	for _, pair := range [][2]*testPeer{{a, b}, {b, a}} {
+		if _, err := pair[0].g.SyncWith(ctx, pair[1].id()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(5 * time.Millisecond) // past the (1ns) grace period, at clock resolution
+	for _, pair := range [][2]*testPeer{{a, b}, {b, a}} {
+		if _, err := pair[0].r.CollectTombstones(ctx, []string{pair[1].id().String()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tracked := a.r.Sources()
+	if n, err := a.r.RetireSources(ctx, []string{b.id().String()}); err != nil || n != 1 {
+		t.Fatalf("a retired %d sources, %v; want 1 (c's)", n, err)
+	}
+	if a.r.Sources() != tracked-1 {
+		t.Fatalf("a tracks %d sources after retiring one of %d", a.r.Sources(), tracked)
+	}
+	st, err := a.g.SyncWith(ctx, b.id())
+	if err != nil || st.Snapshot {
+		t.Fatalf("a's catch-up from b after retiring c: %+v, %v; want a delta", st, err)
+	}
+	if n, err := b.r.RetireSources(ctx, []string{a.id().String()}); err != nil || n != 1 {
+		t.Fatalf("b retired %d sources, %v; want 1", n, err)
+	}
+	if !converged(t, a, b) {
+		t.Fatal("a and b differ after retiring c")
+	}
+}

@@ -71,6 +71,9 @@ type syncRequest struct {
 	V        uint64            `cbor:"1,keyasint"`
 	Have     map[string]uint64 `cbor:"2,keyasint"`
 	Prefixes []string          `cbor:"3,keyasint,omitempty"`
+	// Retired is the requester's retirement horizon: the sources it
+	// retired are missing from Have, not missed (replica.RetireSources).
+	Retired uint64 `cbor:"4,keyasint,omitempty"`
 }
 
 // syncFrame is one frame of the responder's answer: changes grouped by
@@ -98,6 +101,9 @@ type syncFrame struct {
 	Horizon map[string]uint64 `cbor:"11,keyasint,omitempty"`
 	// Floors, likewise, are its version floors (replica.Floors).
 	Floors map[uint16]uint64 `cbor:"12,keyasint,omitempty"`
+	// Retired, with Done, is the responder's retirement horizon: the
+	// sources it retired are missing from Vector, not missed.
+	Retired uint64 `cbor:"13,keyasint,omitempty"`
 }
 
 // rawSyncFrame is a syncFrame whose changes are already encoded.
@@ -188,7 +194,8 @@ func (g *Gossip) syncWith(ctx context.Context, p peer.ID, progress func()) (st S
 	if err != nil {
 		return st, err
 	}
-	req := syncRequest{V: FormatVersion, Have: fitVector(have, g.cfg.MaxMessageSize/2), Prefixes: g.r.Prefixes()}
+	retired, _ := g.r.RetiredHorizon()
+	req := syncRequest{V: FormatVersion, Have: fitVector(have, g.cfg.MaxMessageSize/2), Prefixes: g.r.Prefixes(), Retired: uint64(retired)}
 	_ = s.SetWriteDeadline(time.Now().Add(g.cfg.StreamTimeout))
 	if _, err := writeFrame(cs, req); err != nil {
 		return st, err
@@ -289,7 +296,7 @@ func (g *Gossip) syncWith(ctx context.Context, p peer.ID, progress func()) (st S
 			return st, err
 		}
 		st.Advanced = true
-		if err := g.r.ObservePeer(ctx, p.String(), replica.Vector(f.Vector)); err != nil {
+		if err := g.r.ObservePeerRetired(ctx, p.String(), replica.Vector(f.Vector), replica.HLC(f.Retired)); err != nil {
 			return st, err
 		}
 		// Watermarks are the fast path; the fingerprint is the truth. When
@@ -488,10 +495,10 @@ func (g *Gossip) serveSync(ctx context.Context, s network.Stream, cs *countingSt
 	want, overlap := replica.IntersectPrefixes(g.r.Prefixes(), req.Prefixes)
 	sent := 0
 	have := replica.Vector(req.Have)
-	if err := g.r.ObservePeer(ctx, p.String(), have); err != nil {
+	if err := g.r.ObservePeerRetired(ctx, p.String(), have, replica.HLC(req.Retired)); err != nil {
 		return 0, err
 	}
-	snapshot := overlap && g.r.BehindHorizon(have)
+	snapshot := overlap && g.r.BehindHorizon(have, replica.HLC(req.Retired))
 	if snapshot {
 		// Tombstones the peer never saw are gone here: send everything, and
 		// say so, so the peer drops what the snapshot shows was deleted.
@@ -536,7 +543,8 @@ func (g *Gossip) serveSync(ctx context.Context, s network.Stream, cs *countingSt
 			return sent, err
 		}
 	}
-	done := syncFrame{V: FormatVersion, Done: true, Vector: vec, Prefixes: g.r.Prefixes()}
+	retired, _ := g.r.RetiredHorizon()
+	done := syncFrame{V: FormatVersion, Done: true, Vector: vec, Prefixes: g.r.Prefixes(), Retired: uint64(retired)}
 	if snapshot {
 		done.Horizon, done.Floors = g.r.Collected(), g.r.Floors()
 	}

@@ -283,7 +283,8 @@ func (n *Node) BlockPeer(p peer.ID) error {
 }
 
 // collectLoop collects tombstones behind the horizon of the peers seen in
-// catch-up lately, every GCInterval.
+// catch-up lately, and retires the sources nothing needs any more, every
+// GCInterval.
 func (n *Node) collectLoop() {
 	for n.sleep(n.cfg.GCInterval) {
 		peers := n.rep.ObservedPeers(time.Now().Add(-n.cfg.MembershipWindow))
@@ -293,6 +294,13 @@ func (n *Node) collectLoop() {
 			n.log.Warn("tombstone collection failed", "err", err)
 		case dropped > 0:
 			n.log.Debug("tombstones collected", "dropped", dropped, "members", len(peers))
+		}
+		retired, err := n.rep.RetireSources(n.ctx, peers)
+		switch {
+		case err != nil && n.ctx.Err() == nil:
+			n.log.Warn("retiring dead sources failed", "err", err)
+		case retired > 0:
+			n.log.Info("dead sources retired", "retired", retired, "tracked", n.rep.Sources(), "members", len(peers))
 		}
 	}
 }

@@ -46,6 +46,7 @@ func floorKey(b uint16) string { return floorRoot + strconv.Itoa(int(b)) }
 type observed struct {
 	V  Vector    `cbor:"1,keyasint"`
 	At time.Time `cbor:"2,keyasint"`
+	R  HLC       `cbor:"3,keyasint,omitempty"` // its retirement horizon (retire.go)
 }
 
 // ObservePeer records a peer's vector, learned in a catch-up exchange. The
@@ -53,10 +54,17 @@ type observed struct {
 // still counts the peers seen before it; at most Config.MaxPeers are kept,
 // the least recently seen forgotten first.
 func (r *Replica) ObservePeer(ctx context.Context, id string, v Vector) error {
+	return r.ObservePeerRetired(ctx, id, v, 0)
+}
+
+// ObservePeerRetired is ObservePeer for a peer that also told its
+// retirement horizon (RetiredHorizon): a source missing from v whose newest
+// change is no newer than retired counts as fully incorporated there.
+func (r *Replica) ObservePeerRetired(ctx context.Context, id string, v Vector, retired HLC) error {
 	if ValidateOrigin(id) != nil {
 		return fmt.Errorf("%w: bad peer %q", ErrInvalidChange, id)
 	}
-	o := observed{V: v.Clone(), At: r.cfg.Now()}
+	o := observed{V: v.Clone(), At: r.cfg.Now(), R: retired}
 	enc, err := cbor.Marshal(o)
 	if err != nil {
 		return fmt.Errorf("replica: encode peer vector: %w", err)
@@ -131,7 +139,11 @@ func (r *Replica) horizonLocked(peers []string) Vector {
 			return Vector{}
 		}
 		for src, seq := range h {
-			h[src] = min(seq, o.V[src])
+			v, listed := o.V[src]
+			if !listed && r.retiredBy(o, src) {
+				continue // retired there: it had all of it
+			}
+			h[src] = min(seq, v)
 		}
 	}
 	return h
@@ -252,11 +264,18 @@ func (r *Replica) Collected() Vector {
 
 // BehindHorizon reports whether a peer with vector have missed tombstones
 // this replica has collected: it then needs a full snapshot, not a delta.
-func (r *Replica) BehindHorizon(have Vector) bool {
+// retired is the peer's retirement horizon (RetiredHorizon): a source
+// missing from its vector whose newest change is no newer than that was
+// retired there, not missed (retire.go).
+func (r *Replica) BehindHorizon(have Vector, retired HLC) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for src, upto := range r.collected {
-		if have[src] < upto {
+		seq, listed := have[src]
+		if !listed && r.retiredBy(observed{R: retired}, src) {
+			continue
+		}
+		if seq < upto {
 			return true
 		}
 	}

@@ -19,10 +19,11 @@ func syncFrom(t *testing.T, from, to *replica.Replica) {
 	t.Helper()
 	ctx := context.Background()
 	have, _ := to.Watermarks(ctx)
-	if err := from.ObservePeer(ctx, to.ID(), have); err != nil {
+	toRetired, _ := to.RetiredHorizon()
+	if err := from.ObservePeerRetired(ctx, to.ID(), have, toRetired); err != nil {
 		t.Fatal(err)
 	}
-	snapshot := from.BehindHorizon(have)
+	snapshot := from.BehindHorizon(have, toRetired)
 	if snapshot {
 		have = replica.Vector{}
 	}
@@ -45,7 +46,8 @@ func syncFrom(t *testing.T, from, to *replica.Replica) {
 	if _, err := to.Advance(ctx, cover, from.Heads(cover.Sources()), from.Prefixes()); err != nil {
 		t.Fatal(err)
 	}
-	if err := to.ObservePeer(ctx, from.ID(), cover); err != nil {
+	fromRetired, _ := from.RetiredHorizon()
+	if err := to.ObservePeerRetired(ctx, from.ID(), cover, fromRetired); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -135,7 +137,7 @@ func TestReplica_TombstoneGrace(t *testing.T) {
 	if n, err := a.CollectTombstones(ctx, []string{b.ID()}); err != nil || n != 0 {
 		t.Fatalf("collected %d young tombstones, %v", n, err)
 	}
-	if a.BehindHorizon(replica.Vector{}) {
+	if a.BehindHorizon(replica.Vector{}, 0) {
 		t.Fatal("the horizon moved past a tombstone that was kept")
 	}
 	now = now.Add(2 * time.Hour)

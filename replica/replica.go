@@ -197,6 +197,7 @@ type Replica struct {
 	peers      map[string]observed      // other peers' vectors, from catch-up exchanges
 	collected  Vector                   // per source: tombstones up to here may be gone
 	scanned    Vector                   // per source: no collectable tombstone up to here
+	retired    retirement               // the sources retired (retire.go)
 	floors     map[uint16]uint64        // per key bucket: versions of collected keys are at most this
 
 	watchers sync.WaitGroup
@@ -392,6 +393,9 @@ func (r *Replica) load(ctx context.Context) error {
 		return nil
 	})
 	if err != nil {
+		return err
+	}
+	if err := r.loadRetirement(ctx); err != nil {
 		return err
 	}
 	if err := r.loadPeers(ctx); err != nil {

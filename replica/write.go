@@ -494,7 +494,7 @@ func (r *Replica) applyOnce(ctx context.Context, valid, skipped []Change, order 
 		case found && !old.Less(c):
 			res.Stale++
 			continue
-		case !found && c.HLC <= cutoff && (seqsOf(c.Source()).has(c.Seq) || c.Seq <= r.collected[c.Source()]):
+		case !found && c.HLC <= cutoff && (r.retiredSource(c) || seqsOf(c.Source()).has(c.Seq) || c.Seq <= r.collected[c.Source()]):
 			// Already incorporated, older than the grace period, and the
 			// key is gone since: its tombstone was collected. Applying it
 			// would resurrect a deleted key. Nothing younger is ever
@@ -518,6 +518,9 @@ func (r *Replica) applyOnce(ctx context.Context, valid, skipped []Change, order 
 		src := c.Source()
 		if src == r.source {
 			continue // our own numbering is counted where it is handed out
+		}
+		if r.retiredSource(c) {
+			continue // a retired source's old change: not tracked again for it
 		}
 		if h, ok := r.heads[src]; (!ok || c.Seq > h.Seq) && c.Seq > heads[src].Seq {
 			heads[src] = c
