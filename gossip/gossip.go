@@ -68,6 +68,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/host/eventbus"
+	"golang.org/x/time/rate"
 
 	"github.com/univrs/peerstate/datastore"
 	"github.com/univrs/peerstate/replica"
@@ -158,6 +159,7 @@ type Gossip struct {
 	serving       chan struct{} // semaphore: catch-up streams served
 	limits        *peerLimits   // per-peer limits on what is served
 	origins       *originRates  // per-origin publish rates
+	pace          *rate.Limiter // our own publishing, at the same rate
 	servingValues chan struct{} // semaphore: value streams served
 	outgoing      chan struct{} // semaphore: catch-up streams started by us
 	turn          chan struct{} // held by the background catch-up whose turn it is
@@ -208,6 +210,7 @@ func New(ctx context.Context, h host.Host, ps *pubsub.PubSub, r Replica, cfg Con
 		serving:       make(chan struct{}, cfg.MaxConcurrentSyncs),
 		limits:        newPeerLimits(cfg),
 		origins:       newOriginRates(cfg.OriginRate, cfg.OriginBurst),
+		pace:          rate.NewLimiter(rate.Limit(cfg.OriginRate*paceShare), max(int(float64(cfg.OriginBurst)*paceShare), 1)),
 		servingValues: make(chan struct{}, cfg.MaxConcurrentSyncs),
 		outgoing:      make(chan struct{}, cfg.MaxConcurrentSyncs),
 		turn:          make(chan struct{}, 1),
@@ -411,6 +414,14 @@ func (g *Gossip) publish(changes []replica.Change) {
 		if len(groups) == 0 {
 			return
 		}
+		// We publish below the rate we let any origin publish to us, so
+		// that peers with the same limits never take a burst of ours for
+		// a flood, however the network bunches our messages; what waits
+		// meanwhile queues (bounded), and what the queue drops, catch-up
+		// delivers.
+		if err := g.pace.WaitN(g.ctx, min(len(groups[0].Changes), g.pace.Burst())); err != nil {
+			return // closing
+		}
 		data, err := marshal(groups[0])
 		if err == nil {
 			err = g.topic.Publish(g.ctx, data)
@@ -587,6 +598,10 @@ type inbound struct {
 }
 
 const (
+	// paceShare is the share of the origin rate and burst we publish at
+	// ourselves: the rest is headroom for messages the network delivers
+	// bunched together.
+	paceShare = 0.8
 	// inboxSize bounds the messages between receiveLoop and applyLoop
 	// (the subscription's own buffer is behind it).
 	inboxSize = 256

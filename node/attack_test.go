@@ -143,15 +143,17 @@ func (m *attacker) requestAll(p peer.ID) (network.Stream, error) {
 // honestNet is three honest nodes, all connected, with the attacker
 // connected to the first two.
 type honestNet struct {
-	nodes []*node.Node
-	m     *attacker
-	start time.Time     // when the attacker joined
-	ready chan struct{} // benchmarks: the attack is about to start
+	nodes   []*node.Node
+	m       *attacker
+	start   time.Time     // when the attacker joined
+	ready   chan struct{} // benchmarks: the attack is about to start
+	t       testing.TB
+	flooder *attacker // benchmarks: the flood's own attacker, if any
 }
 
 func newHonestNet(t testing.TB, mod func(*node.Config)) *honestNet {
 	t.Helper()
-	hn := &honestNet{}
+	hn := &honestNet{t: t}
 	for range 3 {
 		cfg := testConfig(t, t.TempDir())
 		cfg.Backend = node.BackendMemory

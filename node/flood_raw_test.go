@@ -1,0 +1,110 @@
+package node_test
+
+import (
+	"context"
+	"encoding/binary"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/crypto"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	pb "github.com/libp2p/go-libp2p-pubsub/pb"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-varint"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/univrs/peerstate/gossip"
+	"github.com/univrs/peerstate/node"
+)
+
+// newBareAttacker is an attacker without a pubsub of its own: it speaks
+// gossipsub by hand (floodRaw), and no pubsub of its replaces its streams.
+func newBareAttacker(t testing.TB, targets ...*node.Node) *attacker {
+	t.Helper()
+	key, _, err := crypto.GenerateEd25519Key(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := libp2p.New(libp2p.Identity(key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
+		libp2p.DisableRelay(), libp2p.DisableMetrics())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Close() })
+	for _, n := range targets {
+		if err := h.Connect(context.Background(), peer.AddrInfo{ID: n.ID(), Addrs: n.Host().Addrs()}); err != nil {
+			t.Fatalf("attacker connect: %v", err)
+		}
+	}
+	return &attacker{t: t, h: h, key: key, cancel: func() {}}
+}
+
+// presign builds n pubsub RPC frames, each publishing one of datas (in
+// turn) on peerstate's topic under its own sequence number, signed by the
+// attacker as its pubsub would sign them: a flood whose whole cost to the
+// attacker is paid before it starts, so that the attacker's own signing
+// does not take the honest nodes' CPU in this one process (a real attacker
+// runs elsewhere).
+func (m *attacker) presign(datas [][]byte, n int) [][]byte {
+	m.t.Helper()
+	from := []byte(m.id())
+	topic := gossip.DefaultTopic
+	first := uint64(time.Now().UnixNano())
+	frames := make([][]byte, n)
+	for i := range frames {
+		seq := make([]byte, 8)
+		binary.BigEndian.PutUint64(seq, first+uint64(i))
+		msg := &pb.Message{From: from, Data: datas[i%len(datas)], Seqno: seq, Topic: &topic}
+		unsigned, err := proto.Marshal(msg)
+		if err != nil {
+			m.t.Fatal(err)
+		}
+		if msg.Signature, err = m.key.Sign(append([]byte(pubsub.SignPrefix), unsigned...)); err != nil {
+			m.t.Fatal(err)
+		}
+		rpc, err := proto.Marshal(&pb.RPC{Publish: []*pb.Message{msg}})
+		if err != nil {
+			m.t.Fatal(err)
+		}
+		frames[i] = append(varint.ToUvarint(uint64(len(rpc))), rpc...)
+	}
+	return frames
+}
+
+// floodRaw writes frames, one every interval, on a gossipsub stream of its
+// own to each target, until ctx ends, every frame is sent or every target
+// has dropped it (a banned attacker is disconnected and refused).
+func (m *attacker) floodRaw(ctx context.Context, targets []peer.ID, frames [][]byte, interval time.Duration) {
+	var streams []network.Stream
+	for _, p := range targets {
+		s, err := m.h.NewStream(ctx, p, pubsub.GossipSubID_v12)
+		if err != nil {
+			m.t.Logf("attacker stream to %s: %v", p, err)
+			continue
+		}
+		defer s.Reset()
+		streams = append(streams, s)
+	}
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for _, f := range frames {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		live := streams[:0]
+		for _, s := range streams {
+			_ = s.SetWriteDeadline(time.Now().Add(time.Second))
+			if _, err := s.Write(f); err == nil {
+				live = append(live, s)
+			}
+		}
+		if streams = live; len(streams) == 0 {
+			return
+		}
+	}
+}
