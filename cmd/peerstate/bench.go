@@ -43,7 +43,8 @@ func benchCommand() *command {
 		summary: "run the benchmark suites side by side (the same code as go test -bench ./bench/)",
 		details: `Each suite measures peerstate next to its references in one run and prints a
 table (--json: one JSON document); a progress bar on stderr counts the rows
-as they complete (--quiet: none). "peerstate bench" alone names the suites.
+as they complete (--quiet: none; -v: a line per row instead). "peerstate
+bench" without a suite is a usage error (exit status 2) naming the suites.
 
   local        Get, a 100-entry List page, Set by 1 and by 64 writers, CAS by
                16 writers contending for 4 keys, a transaction of 5 sets: on
