@@ -182,6 +182,9 @@ func Scale(ctx context.Context, c ScaleConfig, progress func(ScaleResult)) ([]Sc
 	var out []ScaleResult
 	for _, n := range c.Sizes {
 		for _, be := range c.Backends {
+			if err := ctx.Err(); err != nil {
+				return out, err
+			}
 			r, err := scaleOne(ctx, c, be, n)
 			if err != nil {
 				return out, err
