@@ -1,4 +1,4 @@
-.PHONY: test vet fuzz soak bench bench-store bench-replication sim-large sim-model-10k sim-network-1k
+.PHONY: test vet fuzz soak bench bench-store bench-replication bench-scale bench-check sim-large sim-model-10k sim-network-1k
 
 FUZZTIME ?= 30s
 BENCHTIME ?= 2s
@@ -39,15 +39,25 @@ soak:
 	go test -race -count=3 -v ./internal/diskfull/
 	PEERSTATE_DISKFULL_NO_MOUNT=1 go test -race -count=1 -v ./internal/diskfull/
 
-bench: bench-store bench-replication
+bench: bench-store bench-replication bench-scale
 
-# Every backend side by side with raw SQLite, in one run.
+# Every backend side by side with etcd, raw SQLite and raw Badger, in one run.
 bench-store:
-	go test -run '^$$' -bench . -benchtime $(BENCHTIME) ./bench/
+	go test -run '^$$' -bench Stores -benchtime $(BENCHTIME) ./bench/
 
-# 10 peers over loopback TCP: burst, paced latency next to raw pubsub, join, bytes per write.
+# 3 and 10 peers over loopback TCP, one and all writing: paced latency,
+# sustained rate, bytes per write next to raw pubsub; joins after 10k and
+# 100k missed writes.
 bench-replication:
-	go test -run '^$$' -bench . -benchtime 1x ./gossip/
+	go test -run '^$$' -bench 'Replication|Catchup' -benchtime 1x -timeout 60m ./bench/
+
+# Get, Set and List at 10k, 100k and 1M keys; memory per key.
+bench-scale:
+	go test -run '^$$' -bench Scale -benchtime $(BENCHTIME) -timeout 60m ./bench/
+
+# Every benchmark of the repository once, at small sizes (as CI runs them).
+bench-check:
+	go test -run '^$$' -bench . -benchtime 1x ./...
 
 # Simulations too large for CI, measured with /usr/bin/time -v (wall time, peak RSS):
 # 10,000 peers at the model level, 1,000 at the network level.

@@ -1,23 +1,35 @@
-// Package bench runs the standard store workloads (package storetest) on
-// every backend side by side in one run — memory, SQLite, Badger, the
-// replication layer over SQLite, and etcd running in-process as the
-// reference — next to raw modernc.org/sqlite with
-// the same durability settings, so each figure reads as a ratio on the same
-// machine at the same moment. `go test -bench . ./bench/` and
-// `peerstate bench` both run it.
+// Package bench holds peerstate's benchmark suites, the same code whether
+// `go test -bench` or `peerstate bench` runs them, and every figure is
+// measured side by side in one run, so that it reads as a ratio on the
+// same machine at the same moment:
+//
+//   - local (Table): the standard store workloads of package storetest on
+//     every backend — memory, SQLite, Badger, the replication layer over
+//     SQLite and over Badger, and etcd running in-process — next to raw
+//     modernc.org/sqlite and raw Badger with the same durability settings.
+//   - replication (Replication): 3 and 10 peers, real libp2p hosts on
+//     loopback TCP in one process, one and all writing: write-to-visible
+//     latency, writes per second visible everywhere and bytes per write per
+//     receiver, next to a plain pubsub topic on the same peers.
+//   - catchup (Catchup): a fresh peer joining 1 and 4 peers after 10k and
+//     100k writes it missed: time and bytes next to the data's size.
+//   - scale (Scale): Get, Set and a List page at 10k, 100k and 1M keys,
+//     and memory and disk per key.
 package bench
 
 import (
-	"github.com/libp2p/go-libp2p/core/crypto"
-
 	"context"
-	"database/sql"
+	"errors"
 	"flag"
 	"fmt"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
 
 	"github.com/univrs/peerstate/datastore"
 	"github.com/univrs/peerstate/datastore/badger"
@@ -26,6 +38,7 @@ import (
 	"github.com/univrs/peerstate/datastore/sqlite"
 	"github.com/univrs/peerstate/datastore/storetest"
 	"github.com/univrs/peerstate/internal/etcdtest"
+	_ "github.com/univrs/peerstate/internal/protoconflict" // etcd and pubsub both register rpc.proto
 	"github.com/univrs/peerstate/replica"
 )
 
@@ -36,6 +49,44 @@ type Backend struct {
 	Open func(dir string) (datastore.Store, func(), error)
 }
 
+// overReplica opens the replication layer, without a network, over the
+// store open returns.
+func overReplica(open func(dir string) (datastore.Store, func(), error)) func(string) (datastore.Store, func(), error) {
+	return func(dir string) (datastore.Store, func(), error) {
+		local, closeLocal, err := open(dir)
+		if err != nil {
+			return nil, nil, err
+		}
+		key, _, err := crypto.GenerateEd25519Key(nil)
+		if err != nil {
+			closeLocal()
+			return nil, nil, err
+		}
+		r, err := replica.New(context.Background(), local, replica.Config{Key: key})
+		if err != nil {
+			closeLocal()
+			return nil, nil, err
+		}
+		return r, func() { r.Close() }, nil // closes local
+	}
+}
+
+func openSQLite(dir string) (datastore.Store, func(), error) {
+	s, err := sqlite.Open(filepath.Join(dir, "bench.db"))
+	if err != nil {
+		return nil, nil, err
+	}
+	return s, func() { s.Close() }, nil
+}
+
+func openBadger(dir string) (datastore.Store, func(), error) {
+	s, err := badger.Open(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	return s, func() { s.Close() }, nil
+}
+
 // Backends returns every backend, in table order.
 func Backends() []Backend {
 	return []Backend{
@@ -43,38 +94,10 @@ func Backends() []Backend {
 			s := memory.New()
 			return s, func() { s.Close() }, nil
 		}},
-		{"sqlite", func(dir string) (datastore.Store, func(), error) {
-			s, err := sqlite.Open(filepath.Join(dir, "bench.db"))
-			if err != nil {
-				return nil, nil, err
-			}
-			return s, func() { s.Close() }, nil
-		}},
-		{"badger", func(dir string) (datastore.Store, func(), error) {
-			s, err := badger.Open(dir)
-			if err != nil {
-				return nil, nil, err
-			}
-			return s, func() { s.Close() }, nil
-		}},
-		{"replica/sqlite", func(dir string) (datastore.Store, func(), error) {
-			// The replication layer over the default backend, without a network.
-			local, err := sqlite.Open(filepath.Join(dir, "bench.db"))
-			if err != nil {
-				return nil, nil, err
-			}
-			key, _, err := crypto.GenerateEd25519Key(nil)
-			if err != nil {
-				local.Close()
-				return nil, nil, err
-			}
-			r, err := replica.New(context.Background(), local, replica.Config{Key: key})
-			if err != nil {
-				local.Close()
-				return nil, nil, err
-			}
-			return r, func() { r.Close() }, nil
-		}},
+		{"sqlite", openSQLite},
+		{"badger", openBadger},
+		{"replica/sqlite", overReplica(openSQLite)},
+		{"replica/badger", overReplica(openBadger)},
 		{"etcd", func(dir string) (datastore.Store, func(), error) {
 			srv, err := etcdtest.New(etcdtest.WithDir(dir))
 			if err != nil {
@@ -100,186 +123,117 @@ func Run(b *testing.B, be Backend, w storetest.Workload) {
 	w.Run(b, s)
 }
 
-// RawSQLite returns the raw modernc.org/sqlite reference for a workload:
-// one table, prepared statements, WAL with synchronous=FULL as our store
-// uses. Writes are one transaction per write ("txn-per-write"); for
-// SetParallel64 the reference is 64 rows per transaction, what perfect group
-// commit of 64 writers does.
-func RawSQLite(workload string) func(b *testing.B) {
-	return func(b *testing.B) {
-		r := openRaw(b)
-		defer r.close()
-		switch workload {
-		case "Get":
-			r.populate(b)
-			b.ResetTimer()
-			i := 0
-			for range b.N {
-				var v []byte
-				if err := r.get.QueryRow([]byte(storetest.BenchKey(i))).Scan(&v); err != nil {
-					b.Fatal(err)
-				}
-				i += 7919
-			}
-		case "ListPage":
-			r.populate(b)
-			b.ResetTimer()
-			i := 0
-			for range b.N {
-				r.list100(b, storetest.BenchKey(i%(storetest.BenchKeys-100)))
-				i += 7919
-			}
-		case "Set":
-			for i := range b.N {
-				r.write(b, i, 1)
-			}
-		case "SetParallel64":
-			for i := 0; i < b.N; i += 64 {
-				r.write(b, i, min(64, b.N-i))
-			}
-		default:
-			b.Fatalf("no raw reference for %s", workload)
-		}
-		storetest.ReportOps(b, b.N)
-	}
+// Contender is one column of the local table: a backend, or a raw
+// reference that stores the same data without peerstate.
+type Contender struct {
+	Name string
+	// Bench returns the benchmark of the named workload.
+	Bench func(workload string) func(b *testing.B)
 }
 
-type rawDB struct {
-	db                               *sql.DB
-	conn                             *sql.Conn
-	begin, commit, upsert, get, list *sql.Stmt
-	mu                               sync.Mutex
+// Contenders returns every backend, then the raw references, in table
+// order.
+func Contenders() []Contender {
+	var out []Contender
+	for _, be := range Backends() {
+		out = append(out, Contender{be.Name, func(workload string) func(b *testing.B) {
+			return func(b *testing.B) { Run(b, be, workloadNamed(b, workload)) }
+		}})
+	}
+	return append(out, Contender{"raw-sqlite", RawSQLite}, Contender{"raw-badger", RawBadger})
 }
 
-func openRaw(b *testing.B) *rawDB {
-	b.Helper()
-	ctx := context.Background()
-	path := filepath.Join(b.TempDir(), "raw.db")
-	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(5000)")
-	if err != nil {
-		b.Fatal(err)
-	}
-	db.SetMaxOpenConns(1)
-	r := &rawDB{db: db}
-	if r.conn, err = db.Conn(ctx); err != nil {
-		b.Fatal(err)
-	}
-	var mode string
-	if err := r.conn.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil || mode != "wal" {
-		b.Fatalf("raw sqlite journal mode %q, %v", mode, err)
-	}
-	if _, err := r.conn.ExecContext(ctx, `CREATE TABLE t (k BLOB PRIMARY KEY, v BLOB) WITHOUT ROWID`); err != nil {
-		b.Fatal(err)
-	}
-	for _, p := range []struct {
-		dst **sql.Stmt
-		sql string
-	}{
-		{&r.begin, `BEGIN IMMEDIATE`},
-		{&r.commit, `COMMIT`},
-		{&r.upsert, `INSERT INTO t (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v`},
-		{&r.get, `SELECT v FROM t WHERE k = ?`},
-		{&r.list, `SELECT k, v FROM t WHERE k > ? ORDER BY k LIMIT 100`},
-	} {
-		if *p.dst, err = r.conn.PrepareContext(ctx, p.sql); err != nil {
-			b.Fatal(err)
+func workloadNamed(b *testing.B, name string) storetest.Workload {
+	for _, w := range storetest.Workloads() {
+		if w.Name == name {
+			return w
 		}
 	}
-	return r
+	b.Fatalf("no workload %s", name)
+	return storetest.Workload{}
 }
 
-func (r *rawDB) close() {
-	for _, st := range []*sql.Stmt{r.begin, r.commit, r.upsert, r.get, r.list} {
-		st.Close()
-	}
-	r.conn.Close()
-	r.db.Close()
-}
-
-// write upserts n keys from i on in one transaction.
-func (r *rawDB) write(b *testing.B, i, n int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if _, err := r.begin.Exec(); err != nil {
-		b.Fatal(err)
-	}
-	for j := i; j < i+n; j++ {
-		if _, err := r.upsert.Exec([]byte(storetest.BenchKey(j)), storetest.BenchValue()); err != nil {
-			b.Fatal(err)
-		}
-	}
-	if _, err := r.commit.Exec(); err != nil {
-		b.Fatal(err)
-	}
-}
-
-func (r *rawDB) populate(b *testing.B) {
-	for i := 0; i < storetest.BenchKeys; i += 100 {
-		r.write(b, i, 100)
-	}
-}
-
-func (r *rawDB) list100(b *testing.B, after string) {
-	rows, err := r.list.Query([]byte(after))
-	if err != nil {
-		b.Fatal(err)
-	}
-	n := 0
-	for rows.Next() {
-		var k, v []byte
-		if err := rows.Scan(&k, &v); err != nil {
-			b.Fatal(err)
-		}
-		n++
-	}
-	if err := rows.Close(); err != nil || n != 100 {
-		b.Fatalf("%d rows, %v", n, err)
-	}
-}
-
-// initTesting registers the testing flags testing.Benchmark reads, once.
-var initTesting sync.Once
-
-// Result is one measured cell of the table.
-type Result struct {
-	Workload, Backend string
-	NsPerOp           float64
-	OpsPerSec         float64
-}
-
-// Table runs every workload on every backend (and the raw SQLite reference)
-// with testing.Benchmark and returns the results in order. benchtime is the
-// target duration of each cell.
-func Table(backends []Backend, benchtime time.Duration, progress func(Result)) ([]Result, error) {
-	initTesting.Do(testing.Init)
-	if err := flag.Set("test.benchtime", benchtime.String()); err != nil {
-		return nil, fmt.Errorf("bench: benchtime: %w", err)
-	}
-	var out []Result
-	add := func(w, be string, fn func(b *testing.B)) error {
-		var failed bool
-		res := testing.Benchmark(func(b *testing.B) {
-			fn(b)
-			failed = b.Failed()
-		})
-		if failed || res.N == 0 {
-			return fmt.Errorf("bench: %s on %s failed", w, be)
-		}
-		r := Result{Workload: w, Backend: be, NsPerOp: float64(res.NsPerOp()), OpsPerSec: res.Extra["ops/s"]}
-		out = append(out, r)
-		if progress != nil {
-			progress(r)
+// ValidBenchtime checks a target for each measurement the way go test's
+// -benchtime takes it: a positive duration ("1s") or a count ("100x").
+func ValidBenchtime(s string) error {
+	if n, ok := strings.CutSuffix(s, "x"); ok {
+		if v, err := strconv.Atoi(n); err != nil || v < 1 {
+			return fmt.Errorf("bench: benchtime %q: want a positive count before the x", s)
 		}
 		return nil
 	}
+	if d, err := time.ParseDuration(s); err != nil || d <= 0 {
+		return fmt.Errorf("bench: benchtime %q: want a positive duration or a count like 100x", s)
+	}
+	return nil
+}
+
+// measureMu serializes measurements: testing.Benchmark reads its target
+// from the process's -test.benchtime flag.
+var measureMu sync.Mutex
+
+// measure runs fn with testing.Benchmark for benchtime. what names the
+// measurement in the error if it fails.
+func measure(benchtime, what string, fn func(b *testing.B)) (testing.BenchmarkResult, error) {
+	if err := ValidBenchtime(benchtime); err != nil {
+		return testing.BenchmarkResult{}, err
+	}
+	measureMu.Lock()
+	defer measureMu.Unlock()
+	testing.Init() // registers -test.benchtime; nothing once done
+	if err := flag.Set("test.benchtime", benchtime); err != nil {
+		return testing.BenchmarkResult{}, fmt.Errorf("bench: benchtime: %w", err)
+	}
+	var failed bool
+	res := testing.Benchmark(func(b *testing.B) {
+		defer func() { failed = b.Failed() }()
+		fn(b)
+	})
+	if failed || res.N == 0 {
+		return res, fmt.Errorf("bench: %s failed", what)
+	}
+	return res, nil
+}
+
+// nsPerOp returns the exact mean time per op of r.
+func nsPerOp(r testing.BenchmarkResult) float64 { return float64(r.T.Nanoseconds()) / float64(r.N) }
+
+// Result is one measured cell of the local table.
+type Result struct {
+	Workload  string  `json:"workload"`
+	Backend   string  `json:"backend"`
+	NsPerOp   float64 `json:"ns_per_op"`
+	OpsPerSec float64 `json:"ops_per_sec"`
+	// ConflictsPerOp is, for CASContended, the lost races per successful
+	// CAS.
+	ConflictsPerOp float64 `json:"conflicts_per_op,omitempty"`
+}
+
+// TableRows returns how many results Table produces.
+func TableRows(contenders []Contender) int { return len(storetest.Workloads()) * len(contenders) }
+
+// Table runs every workload on every contender with testing.Benchmark for
+// benchtime (a duration, or a count like "100x") and returns the results in
+// order; progress, if not nil, sees each as it comes.
+func Table(ctx context.Context, contenders []Contender, benchtime string, progress func(Result)) ([]Result, error) {
+	if len(contenders) == 0 {
+		return nil, errors.New("bench: nothing to measure")
+	}
+	var out []Result
 	for _, w := range storetest.Workloads() {
-		for _, be := range backends {
-			if err := add(w.Name, be.Name, func(b *testing.B) { Run(b, be, w) }); err != nil {
+		for _, c := range contenders {
+			if err := ctx.Err(); err != nil {
 				return out, err
 			}
-		}
-		if err := add(w.Name, "raw-sqlite", RawSQLite(w.Name)); err != nil {
-			return out, err
+			res, err := measure(benchtime, w.Name+" on "+c.Name, c.Bench(w.Name))
+			if err != nil {
+				return out, err
+			}
+			r := Result{Workload: w.Name, Backend: c.Name, NsPerOp: nsPerOp(res), OpsPerSec: res.Extra["ops/s"], ConflictsPerOp: res.Extra["conflicts/op"]}
+			out = append(out, r)
+			if progress != nil {
+				progress(r)
+			}
 		}
 	}
 	return out, nil

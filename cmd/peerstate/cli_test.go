@@ -493,19 +493,6 @@ func TestCLI_Config(t *testing.T) {
 	execute(t, env{}, "", "run", "--config", badJSON).want(t, exitError, `unknown key "port"`)
 }
 
-func TestCLI_Bench(t *testing.T) {
-	r := execute(t, env{}, "", "bench", "--backends", "memory", "--benchtime", "5ms").want(t, exitOK, "")
-	for _, w := range []string{"Get", "ListPage", "Set", "SetParallel64"} {
-		if !strings.Contains(r.stdout, w) {
-			t.Errorf("bench table lacks %s:\n%s", w, r.stdout)
-		}
-	}
-	if !strings.Contains(r.stdout, "raw-sqlite") || !strings.Contains(r.stdout, "memory") {
-		t.Errorf("bench table lacks a column:\n%s", r.stdout)
-	}
-	execute(t, env{}, "", "bench", "--backends", "nope").want(t, exitUsage, "unknown backend")
-}
-
 func TestCLI_PrivateNetwork(t *testing.T) {
 	key := filepath.Join(t.TempDir(), "swarm.key")
 	os.WriteFile(key, []byte("/key/swarm/psk/1.0.0/\n/base16/\n"+strings.Repeat("ab", 32)+"\n"), 0o600)

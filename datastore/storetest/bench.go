@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"sync/atomic"
@@ -11,12 +12,17 @@ import (
 )
 
 // The standard workloads, the same for every backend so their figures
-// compare: Get and a 100-entry List page over BenchKeys keys, and Set of
-// BenchValueSize-byte values by one writer and by 64 concurrent writers.
-// Each reports ops/s besides ns/op.
+// compare: Get and a 100-entry List page over BenchKeys keys, Set of
+// BenchValueSize-byte values by one writer and by 64 concurrent writers,
+// CompareAndSet by BenchCASWriters writers contending for BenchHotKeys keys,
+// and a transaction of BenchTxnOps sets. Each reports ops/s besides ns/op.
 const (
 	BenchKeys      = 10_000
 	BenchValueSize = 100
+
+	BenchCASWriters = 16
+	BenchHotKeys    = 4
+	BenchTxnOps     = 5
 )
 
 // BenchKey returns the i-th benchmark key.
@@ -45,6 +51,8 @@ func Workloads() []Workload {
 		{"ListPage", BenchListPage},
 		{"Set", BenchSet},
 		{"SetParallel64", func(b *testing.B, s datastore.Store) { BenchSetParallel(b, s, 64) }},
+		{"CASContended", BenchCASContended},
+		{"Txn5", BenchTxn},
 	}
 }
 
@@ -125,5 +133,78 @@ func BenchSetParallel(b *testing.B, s datastore.Store, writers int) {
 			}
 		}
 	})
+	ReportOps(b, b.N)
+}
+
+// BenchHotKey returns the i-th of the BenchHotKeys keys CAS writers contend
+// for.
+func BenchHotKey(i int) string { return fmt.Sprintf("/hot/%d", i%BenchHotKeys) }
+
+// BenchCASContended measures CompareAndSet by BenchCASWriters concurrent
+// writers on BenchHotKeys keys: each op reads a hot key and compare-and-sets
+// it, reading and retrying after a version conflict until it wins. An op is
+// one successful CAS; the lost races are reported as conflicts/op.
+func BenchCASContended(b *testing.B, s datastore.Store) {
+	ctx := context.Background()
+	for k := range BenchHotKeys {
+		if _, err := s.Set(ctx, BenchHotKey(k), BenchValue()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var next atomic.Int64
+	b.ResetTimer()
+	conflicts := RunContended(b, func() (bool, error) {
+		key := BenchHotKey(int(next.Add(1)))
+		e, err := s.Get(ctx, key)
+		if err != nil {
+			return false, err
+		}
+		_, err = s.CompareAndSet(ctx, key, e.Version, BenchValue())
+		if errors.Is(err, datastore.ErrVersionConflict) {
+			return false, nil
+		}
+		return err == nil, err
+	})
+	ReportOps(b, b.N)
+	b.ReportMetric(float64(conflicts)/float64(b.N), "conflicts/op")
+}
+
+// RunContended runs b.N successful attempts of try over BenchCASWriters
+// goroutines, retrying each lost one (try returned false) until it wins,
+// and returns how many were lost.
+func RunContended(b *testing.B, try func() (won bool, err error)) int64 {
+	procs := runtime.GOMAXPROCS(0)
+	b.SetParallelism((BenchCASWriters + procs - 1) / procs)
+	var conflicts atomic.Int64
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			for {
+				won, err := try()
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				if won {
+					break
+				}
+				conflicts.Add(1)
+			}
+		}
+	})
+	return conflicts.Load()
+}
+
+// BenchTxn measures one writer's transactions of BenchTxnOps sets.
+func BenchTxn(b *testing.B, s datastore.Store) {
+	ctx := context.Background()
+	ops := make([]datastore.Op, BenchTxnOps)
+	for i := range b.N {
+		for j := range ops {
+			ops[j] = datastore.OpSet(BenchKey(i*BenchTxnOps+j), BenchValue())
+		}
+		if _, err := s.Txn(ctx, ops...); err != nil {
+			b.Fatal(err)
+		}
+	}
 	ReportOps(b, b.N)
 }
