@@ -47,6 +47,9 @@ func TestGossip_TTLExpiresEverywhere(t *testing.T) {
 		}
 	}
 	waitConverged(t, 10*time.Second, peers...)
+	// a counts its message once Publish has returned, which may be after
+	// the peers have it.
+	waitFor(t, 10*time.Second, "a to count its publish", func() bool { return a.g.Stats().Published == 1 })
 	published := a.g.Stats().Published + b.g.Stats().Published + c.g.Stats().Published
 
 	clk.Advance(2 * time.Hour)
