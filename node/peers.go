@@ -274,15 +274,23 @@ func pxInfo(pp pxPeer) (peer.AddrInfo, bool) {
 }
 
 // gossipConfig is cfg.Gossip with the node's own hooks added to the
-// caller's: rejected changes and catch-ups are logged and measured.
+// caller's: rejected changes, applied batches and catch-ups are logged and
+// measured.
 func (n *Node) gossipConfig() gossip.Config {
 	gc := n.cfg.Gossip
 	gc.Logger = n.log
-	onReject, onSync := gc.OnReject, gc.OnSync
+	onReject, onSync, onApply := gc.OnReject, gc.OnSync, gc.OnApply
 	gc.OnReject = func(p peer.ID, reason string) {
 		n.log.Debug("change rejected", "from", p, "reason", reason)
 		if onReject != nil {
 			onReject(p, reason)
+		}
+	}
+	self := n.host.ID().String()
+	gc.OnApply = func(p peer.ID, a gossip.Applied) {
+		n.metrics.sawApply(self, a)
+		if onApply != nil {
+			onApply(p, a)
 		}
 	}
 	gc.OnSync = func(p peer.ID, st gossip.SyncStats, err error) {
