@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"io/fs"
 	"path/filepath"
 	"sync"
@@ -58,6 +59,32 @@ func newNodeMetrics() *nodeMetrics {
 		syncs:   map[peer.ID]syncSeen{},
 		origins: map[string]originSeen{},
 	}
+}
+
+// forget drops what is known of the last catch-up with p, which left.
+func (m *nodeMetrics) forget(p peer.ID) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.syncs, p)
+}
+
+// Ready reports whether the node is ready to serve replicated state: it is
+// connected to a peer and its last catch-up with one of the peers connected
+// now completed since that peer connected. Otherwise reason says what is
+// missing: "no peers connected" or "catching up: …".
+func (n *Node) Ready() (ready bool, reason string) {
+	peers := n.host.Network().Peers()
+	if len(peers) == 0 {
+		return false, "no peers connected"
+	}
+	n.metrics.mu.Lock()
+	defer n.metrics.mu.Unlock()
+	for _, p := range peers {
+		if s, ok := n.metrics.syncs[p]; ok && s.ok {
+			return true, ""
+		}
+	}
+	return false, fmt.Sprintf("catching up: no catch-up with a connected peer has completed yet (%d connected)", len(peers))
 }
 
 // sawApply measures a batch of remote changes applied. A batch with

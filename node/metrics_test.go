@@ -132,3 +132,21 @@ func TestNode_MetricsMove(t *testing.T) {
 		t.Errorf("a's timed local sets = %v, want 2", got)
 	}
 }
+
+// TestNode_ReadyFollowsPeers: alone a node is not ready; once a peer is
+// connected and caught up with it is; when the peer leaves it is not.
+func TestNode_ReadyFollowsPeers(t *testing.T) {
+	a := startNode(t, testConfig(t, t.TempDir()))
+	if ready, reason := a.Ready(); ready || reason != "no peers connected" {
+		t.Fatalf("alone: ready %v, %q", ready, reason)
+	}
+	cfgB := testConfig(t, t.TempDir())
+	cfgB.Bootstrap = []string{a.Addrs()[0].String()}
+	b := startNode(t, cfgB)
+	waitFor(t, func() bool { ready, _ := a.Ready(); return ready })
+	waitFor(t, func() bool { ready, _ := b.Ready(); return ready })
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { ready, reason := a.Ready(); return !ready && reason == "no peers connected" })
+}

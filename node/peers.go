@@ -115,6 +115,7 @@ func (n *Node) eventLoop(sub event.Subscription) {
 				}
 			case network.NotConnected:
 				n.log.Info("peer disconnected", "peer", ev.Peer, "peers", len(n.host.Network().Peers()))
+				n.metrics.forget(ev.Peer) // back, it counts as caught up only after a new catch-up
 			}
 			n.conns.notify()
 		}
