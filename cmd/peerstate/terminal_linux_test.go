@@ -69,3 +69,30 @@ func TestCLI_ProgressOnATerminal(t *testing.T) {
 		t.Fatalf("the bar was left on the terminal: %q", last)
 	}
 }
+
+// TestCLI_GetOnATerminal: on a terminal get ends a value that lacks one
+// with a newline, so the prompt does not run on; elsewhere it prints the
+// bytes exactly.
+func TestCLI_GetOnATerminal(t *testing.T) {
+	ctl, tty := openPTY(t)
+	var shown bytes.Buffer
+	copied := make(chan error, 1)
+	go func() { _, err := io.Copy(&shown, ctl); copied <- err }()
+
+	d := startDaemon(t, env{}, "--backend", "memory", "--data", t.TempDir())
+	execute(t, d.env, "", "put", "/t", "value").want(t, exitOK, "")
+	m := &Main{Stdin: strings.NewReader(""), Stdout: tty, Stderr: tty, Getenv: d.env.getenv}
+	if code := m.Execute(t.Context(), []string{"get", "/t"}); code != exitOK {
+		t.Fatalf("get on a terminal: exit %d", code)
+	}
+	tty.Close()
+	if err := <-copied; err != nil && !errors.Is(err, syscall.EIO) {
+		t.Fatal(err)
+	}
+	if got := shown.String(); got != "value\r\n" { // the terminal shows "\n" as "\r\n"
+		t.Fatalf("get on a terminal showed %q", got)
+	}
+	if r := execute(t, d.env, "", "get", "/t").want(t, exitOK, ""); r.stdout != "value" {
+		t.Fatalf("get elsewhere printed %q", r.stdout)
+	}
+}
