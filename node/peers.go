@@ -3,8 +3,11 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -313,3 +316,31 @@ func (n *Node) gossipConfig() gossip.Config {
 	}
 	return gc
 }
+
+// briefDialError tells a failed dial as each address tried and why it
+// failed, without libp2p's layers that name the peer again and again; it
+// unwraps to err.
+func briefDialError(err error) error {
+	var de *swarm.DialError
+	switch {
+	case !errors.As(err, &de):
+		return err
+	case len(de.DialErrors) == 0 && de.Cause != nil:
+		return briefError{msg: de.Cause.Error(), err: err}
+	case len(de.DialErrors) == 0:
+		return err
+	}
+	parts := make([]string, len(de.DialErrors))
+	for i, te := range de.DialErrors {
+		parts[i] = fmt.Sprintf("%s: %v", te.Address, te.Cause)
+	}
+	return briefError{msg: strings.Join(parts, "; "), err: err}
+}
+
+type briefError struct {
+	msg string
+	err error
+}
+
+func (e briefError) Error() string { return e.msg }
+func (e briefError) Unwrap() error { return e.err }

@@ -2,11 +2,14 @@ package node_test
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 )
 
 // TestNode_ConnectionManagerTrims: a node above its high water mark trims
@@ -40,5 +43,29 @@ func TestNode_ConnectionManagerTrims(t *testing.T) {
 	})
 	if !connected(a, boot) {
 		t.Fatal("the trim dropped the bootstrap peer")
+	}
+}
+
+// TestNode_ConnectErrorIsBrief: a failed connect names the peer once and
+// each address tried with its cause, and still unwraps to libp2p's error.
+func TestNode_ConnectErrorIsBrief(t *testing.T) {
+	a := startNode(t, testConfig(t, t.TempDir()))
+	b := startNode(t, testConfig(t, t.TempDir()))
+	id, addr := b.ID().String(), b.Addrs()[0].String()
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Nobody listens at addr now.
+	err := a.Connect(context.Background(), addr)
+	if err == nil {
+		t.Fatal("connected to a closed node")
+	}
+	msg := err.Error()
+	if strings.Count(msg, id) != 1 || !strings.Contains(msg, strings.TrimSuffix(addr, "/p2p/"+id)) || !strings.Contains(msg, "connection refused") {
+		t.Errorf("connect error %q: want the peer once, the address and its cause", msg)
+	}
+	var de *swarm.DialError
+	if !errors.As(err, &de) {
+		t.Errorf("connect error %q does not unwrap to a swarm.DialError", msg)
 	}
 }
