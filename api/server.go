@@ -431,7 +431,7 @@ func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := s.node.Connect(r.Context(), req.Addr); err != nil {
-		s.writeError(w, r, fmt.Errorf("%w: %s: %v", ErrConnectFailed, req.Addr, err))
+		s.writeError(w, r, fmt.Errorf("%w: %v", ErrConnectFailed, err)) // the error names the peer and the addresses tried
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"connected": req.Addr})

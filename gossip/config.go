@@ -10,7 +10,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/univrs/peerstate/datastore"
-	"github.com/univrs/peerstate/replica"
 )
 
 // Default names of the topic and stream protocols.
@@ -118,12 +117,12 @@ type Config struct {
 	// safe for concurrent use and return quickly.
 	OnSync func(p peer.ID, st SyncStats, err error)
 	// OnApply, if set, is called after every batch of changes from peer p
-	// was applied, whichever path brought it (push, value fetch, catch-up,
-	// repair), with the replica's result, how long the apply took and its
-	// error. Refused changes are counted there by origin
+	// was applied, whichever path brought it (see Applied: the path, the
+	// batch, the replica's result, how long the apply took and its error).
+	// Refused changes are counted there by origin
 	// (replica.ApplyResult.RefusedBy). It must be safe for concurrent use
 	// and return quickly.
-	OnApply func(p peer.ID, res replica.ApplyResult, took time.Duration, err error)
+	OnApply func(p peer.ID, a Applied)
 
 	// AppScore, if set, switches gossipsub's peer scoring on (see
 	// NewPubSub) with this as the application-specific score of a peer:

@@ -73,7 +73,7 @@ func (g *Gossip) fetch(job fetchJob) {
 			}
 			continue
 		}
-		if _, err := g.apply(g.ctx, p, []replica.Change{got}); err == nil {
+		if _, err := g.apply(g.ctx, p, PathFetch, []replica.Change{got}); err == nil {
 			g.st.fetches.Add(1)
 			return
 		}

@@ -687,19 +687,37 @@ func (g *Gossip) applyLoop() {
 			}
 		}
 		for _, p := range order {
-			g.apply(g.ctx, p, batch[p])
+			g.apply(g.ctx, p, PathPubsub, batch[p])
 			delete(batch, p)
 		}
 		order = order[:0]
 	}
 }
 
-// apply applies changes from peer p and counts the result.
-func (g *Gossip) apply(ctx context.Context, p peer.ID, changes []replica.Change) (replica.ApplyResult, error) {
+// The paths by which remote changes arrive, as Applied.Path names them.
+const (
+	PathPubsub  = "pubsub"  // pushed on the topic
+	PathFetch   = "fetch"   // announced on the topic, its value fetched over a stream
+	PathCatchUp = "catchup" // the catch-up stream (missing changes or a snapshot)
+	PathRepair  = "repair"  // fingerprint repair, pulled by us or pushed to us
+)
+
+// Applied describes one batch of remote changes applied (Config.OnApply).
+type Applied struct {
+	Path    string           // one of the Path constants
+	Changes []replica.Change // the batch as received: read it, never keep or change it
+	Result  replica.ApplyResult
+	Took    time.Duration // how long the replica took to apply it
+	Err     error
+}
+
+// apply applies changes from peer p, which came by path, and counts the
+// result.
+func (g *Gossip) apply(ctx context.Context, p peer.ID, path string, changes []replica.Change) (replica.ApplyResult, error) {
 	start := time.Now()
 	res, err := g.r.Apply(ctx, p.String(), changes)
 	if g.cfg.OnApply != nil {
-		g.cfg.OnApply(p, res, time.Since(start), err)
+		g.cfg.OnApply(p, Applied{Path: path, Changes: changes, Result: res, Took: time.Since(start), Err: err})
 	}
 	g.st.refused.Add(uint64(res.Refused))
 	if res.Invalid == 0 && errors.Is(err, replica.ErrRefused) {

@@ -327,7 +327,7 @@ func (rs *repairSession) exchange(ctx context.Context, diff []string) error {
 			}
 			rs.st.Received += len(changes)
 			if len(changes) > 0 {
-				res, err := g.apply(ctx, rs.p, changes)
+				res, err := g.apply(ctx, rs.p, PathRepair, changes)
 				rs.st.Applied += res.Applied
 				if err != nil {
 					return err
@@ -474,7 +474,7 @@ func (g *Gossip) serveRepair(ctx context.Context, s network.Stream, cs *counting
 				g.reject(p, reasonOf(err))
 				return fail(err)
 			}
-			res, err := g.apply(ctx, p, changes)
+			res, err := g.apply(ctx, p, PathRepair, changes)
 			if err != nil && res.Invalid > 0 {
 				return fail(err)
 			}

@@ -241,7 +241,7 @@ func (g *Gossip) syncWith(ctx context.Context, p peer.ID, progress func()) (st S
 			}
 		}
 		if len(changes) > 0 {
-			res, err := g.apply(ctx, p, changes)
+			res, err := g.apply(ctx, p, PathCatchUp, changes)
 			st.Applied += res.Applied
 			st.Stale += res.Stale
 			st.Skipped += res.Skipped

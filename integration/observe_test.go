@@ -14,7 +14,7 @@ import (
 // TestDaemons_LogsAndMetrics: with --log-format json every log line is a
 // JSON object and peers coming show at info; /metrics has
 // the Go and process collectors, store and replication gauges, the commit
-// histogram and per-peer catch-up figures.
+// and apply histograms, per-peer catch-up figures and per-writer lag.
 func TestDaemons_LogsAndMetrics(t *testing.T) {
 	aDir := t.TempDir()
 	a := startCommand(t, aDir, exec.Command(binary(t), append(runArgs(aDir), "--log-format", "json")...))
@@ -34,9 +34,11 @@ func TestDaemons_LogsAndMetrics(t *testing.T) {
 		body, _ := io.ReadAll(resp.Body)
 		return string(body)
 	}
-	// b caught up with a when it connected.
-	b.eventually("b's metrics show the catch-up with a", func() bool {
-		return strings.Contains(metrics(), `peerstate_peer_catchup_age_seconds{peer="`+a.id+`"}`)
+	// b caught up with a when it connected, and a's write reached b.
+	b.eventually("b's metrics show the catch-up with a and a's write", func() bool {
+		m := metrics()
+		return strings.Contains(m, `peerstate_peer_catchup_age_seconds{peer="`+a.id+`"}`) &&
+			strings.Contains(m, `peerstate_peer_lag_seconds{peer="`+a.id+`"}`)
 	})
 	body := metrics()
 	for _, want := range []string{
@@ -45,6 +47,8 @@ func TestDaemons_LogsAndMetrics(t *testing.T) {
 		"peerstate_data_dir_bytes ", "peerstate_replica_generation ",
 		`peerstate_store_commit_seconds_count{op="txn"} 1`, // the API writes in transactions
 		`peerstate_peer_catchup_applied{peer="` + a.id + `"}`,
+		`peerstate_peer_last_change_age_seconds{peer="` + a.id + `"}`,
+		`peerstate_apply_seconds_bucket{path="`, // remote batches applied, by path
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -203,12 +204,19 @@ func TestDaemon_MDNSUnavailable(t *testing.T) {
 	dir := t.TempDir()
 	var d *daemon
 	if out, err := exec.Command("unshare", "-rn", "true").CombinedOutput(); err == nil {
-		script := `ip link set lo up && exec "$0" run --data "$1" --listen /ip4/127.0.0.1/tcp/0 --api 127.0.0.1:0`
+		script := `ip link set lo up && exec "$0" run --data "$1" --listen /ip4/127.0.0.1/tcp/0 --api 127.0.0.1:0 --log-format json`
 		d = startCommand(t, dir, exec.Command("unshare", "-rn", "sh", "-c", script, binary(t), dir))
 		// stderr arrives through its own pipe, maybe after the API line.
 		d.eventually("the mDNS warning is logged", func() bool {
 			return strings.Contains(d.log.String(), "mDNS discovery off")
 		})
+		// The mDNS library's own complaints come through the daemon's
+		// logger: every line is JSON.
+		for _, line := range strings.Split(strings.TrimSpace(d.log.String()), "\n") {
+			if !json.Valid([]byte(line)) {
+				t.Errorf("log line is not JSON: %q", line)
+			}
+		}
 	} else {
 		t.Logf("no network namespace (unshare -rn: %v %s): mDNS on the host network", err, out)
 		d = startCommand(t, dir, exec.Command(binary(t), "run", "--data", dir, "--listen", "/ip4/127.0.0.1/tcp/0", "--api", "127.0.0.1:0"))

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"io/fs"
 	"path/filepath"
 	"sync"
@@ -22,9 +23,19 @@ var commitBuckets = prometheus.ExponentialBuckets(0.0005, 2, 14) // 0.5 ms … 4
 // nodeMetrics are what the node measures itself, beside gossip's counters.
 type nodeMetrics struct {
 	commit *prometheus.HistogramVec // local writes, by op, until durable
+	apply  *prometheus.HistogramVec // remote batches, by path, until applied
 
-	mu    sync.Mutex
-	syncs map[peer.ID]syncSeen // the last catch-up with each peer
+	mu      sync.Mutex
+	syncs   map[peer.ID]syncSeen  // the last catch-up with each peer
+	origins map[string]originSeen // the newest change received from each writer
+}
+
+// originSeen is the newest change of one writer this node received: its
+// HLC, when it arrived, and how old it was then.
+type originSeen struct {
+	newest replica.HLC
+	at     time.Time
+	lag    time.Duration
 }
 
 type syncSeen struct {
@@ -40,7 +51,61 @@ func newNodeMetrics() *nodeMetrics {
 			Help:    "Time from a local write's call until it is durable, replication bookkeeping included, by operation.",
 			Buckets: commitBuckets,
 		}, []string{"op"}),
-		syncs: map[peer.ID]syncSeen{},
+		apply: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "peerstate_apply_seconds",
+			Help:    "Time to apply a batch of remote changes to the local store, until durable, by the path that brought it (pubsub, fetch, catchup, repair).",
+			Buckets: commitBuckets,
+		}, []string{"path"}),
+		syncs:   map[peer.ID]syncSeen{},
+		origins: map[string]originSeen{},
+	}
+}
+
+// forget drops what is known of the last catch-up with p, which left.
+func (m *nodeMetrics) forget(p peer.ID) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.syncs, p)
+}
+
+// Ready reports whether the node is ready to serve replicated state: it is
+// connected to a peer and its last catch-up with one of the peers connected
+// now completed since that peer connected. Otherwise reason says what is
+// missing: "no peers connected" or "catching up: …".
+func (n *Node) Ready() (ready bool, reason string) {
+	peers := n.host.Network().Peers()
+	if len(peers) == 0 {
+		return false, "no peers connected"
+	}
+	n.metrics.mu.Lock()
+	defer n.metrics.mu.Unlock()
+	for _, p := range peers {
+		if s, ok := n.metrics.syncs[p]; ok && s.ok {
+			return true, ""
+		}
+	}
+	return false, fmt.Sprintf("catching up: no catch-up with a connected peer has completed yet (%d connected)", len(peers))
+}
+
+// sawApply measures a batch of remote changes applied. A batch with
+// invalid or future-dated changes is left out of the per-writer figures:
+// which of its timestamps are genuine is not known here.
+func (m *nodeMetrics) sawApply(self string, a gossip.Applied) {
+	m.apply.WithLabelValues(a.Path).Observe(a.Took.Seconds())
+	if a.Result.Invalid > 0 || a.Result.Future > 0 {
+		return
+	}
+	now := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, c := range a.Changes {
+		if c.Origin == self {
+			continue
+		}
+		if o, ok := m.origins[c.Origin]; ok && c.HLC <= o.newest {
+			continue // not news: a copy, or older than what came before
+		}
+		m.origins[c.Origin] = originSeen{newest: c.HLC, at: now, lag: max(now.Sub(c.HLC.Time()), 0)}
 	}
 }
 
@@ -65,16 +130,21 @@ var (
 		"Seconds since the last completed catch-up with a connected peer: how stale our view of it may be.", []string{"peer"}, nil)
 	descSyncLag = prometheus.NewDesc("peerstate_peer_catchup_applied",
 		"Changes the last catch-up with a connected peer brought that we lacked: how far behind it we were.", []string{"peer"}, nil)
+	descLag = prometheus.NewDesc("peerstate_peer_lag_seconds",
+		"How old the newest change written by a peer was when it reached this node (its arrival minus its HLC time, clock skew included): the replication delay from that peer.", []string{"peer"}, nil)
+	descLastChange = prometheus.NewDesc("peerstate_peer_last_change_age_seconds",
+		"Seconds since this node last received a new change written by a peer.", []string{"peer"}, nil)
 )
 
 // nodeCollector reads the node's gauges at scrape time.
 type nodeCollector struct{ n *Node }
 
 func (c nodeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPeers, descRevision, descKeys, descGeneration, descDiskBytes, descSyncAge, descSyncLag} {
+	for _, d := range []*prometheus.Desc{descPeers, descRevision, descKeys, descGeneration, descDiskBytes, descSyncAge, descSyncLag, descLag, descLastChange} {
 		ch <- d
 	}
 	c.n.metrics.commit.Describe(ch)
+	c.n.metrics.apply.Describe(ch)
 }
 
 func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
@@ -99,8 +169,13 @@ func (c nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descSyncAge, prometheus.GaugeValue, now.Sub(s.at).Seconds(), p.String())
 		ch <- prometheus.MustNewConstMetric(descSyncLag, prometheus.GaugeValue, float64(s.applied), p.String())
 	}
+	for origin, o := range n.metrics.origins {
+		ch <- prometheus.MustNewConstMetric(descLag, prometheus.GaugeValue, o.lag.Seconds(), origin)
+		ch <- prometheus.MustNewConstMetric(descLastChange, prometheus.GaugeValue, now.Sub(o.at).Seconds(), origin)
+	}
 	n.metrics.mu.Unlock()
 	n.metrics.commit.Collect(ch)
+	n.metrics.apply.Collect(ch)
 }
 
 func dirSize(dir string) int64 {
@@ -118,8 +193,11 @@ func dirSize(dir string) int64 {
 
 // Collector returns the node's Prometheus metrics: gossip's counters (see
 // gossip.Gossip.Collector), connected peers, store revision, replicated
-// keys, generation, data-dir size, local commit latency, and per connected
-// peer the age and size of the last catch-up with it.
+// keys, generation, data-dir size, local commit latency, remote apply
+// latency by path, per connected peer the age and size of the last
+// catch-up with it, and per writer (every peer whose changes reached this
+// node since it started) the replication delay of its newest change and
+// the time since it came.
 func (n *Node) Collector() prometheus.Collector {
 	return multiCollector{n.gossip.Collector(), nodeCollector{n}}
 }

@@ -269,7 +269,7 @@ func (n *Node) Connect(ctx context.Context, addr string) error {
 		return err
 	}
 	if err := n.host.Connect(ctx, *info); err != nil {
-		return fmt.Errorf("node: connect %s: %w", info.ID, err)
+		return fmt.Errorf("node: connect %s: %w", info.ID, briefDialError(err))
 	}
 	return nil
 }

@@ -3,8 +3,11 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -115,6 +118,7 @@ func (n *Node) eventLoop(sub event.Subscription) {
 				}
 			case network.NotConnected:
 				n.log.Info("peer disconnected", "peer", ev.Peer, "peers", len(n.host.Network().Peers()))
+				n.metrics.forget(ev.Peer) // back, it counts as caught up only after a new catch-up
 			}
 			n.conns.notify()
 		}
@@ -274,15 +278,23 @@ func pxInfo(pp pxPeer) (peer.AddrInfo, bool) {
 }
 
 // gossipConfig is cfg.Gossip with the node's own hooks added to the
-// caller's: rejected changes and catch-ups are logged and measured.
+// caller's: rejected changes, applied batches and catch-ups are logged and
+// measured.
 func (n *Node) gossipConfig() gossip.Config {
 	gc := n.cfg.Gossip
 	gc.Logger = n.log
-	onReject, onSync := gc.OnReject, gc.OnSync
+	onReject, onSync, onApply := gc.OnReject, gc.OnSync, gc.OnApply
 	gc.OnReject = func(p peer.ID, reason string) {
 		n.log.Debug("change rejected", "from", p, "reason", reason)
 		if onReject != nil {
 			onReject(p, reason)
+		}
+	}
+	self := n.host.ID().String()
+	gc.OnApply = func(p peer.ID, a gossip.Applied) {
+		n.metrics.sawApply(self, a)
+		if onApply != nil {
+			onApply(p, a)
 		}
 	}
 	gc.OnSync = func(p peer.ID, st gossip.SyncStats, err error) {
@@ -304,3 +316,31 @@ func (n *Node) gossipConfig() gossip.Config {
 	}
 	return gc
 }
+
+// briefDialError tells a failed dial as each address tried and why it
+// failed, without libp2p's layers that name the peer again and again; it
+// unwraps to err.
+func briefDialError(err error) error {
+	var de *swarm.DialError
+	switch {
+	case !errors.As(err, &de):
+		return err
+	case len(de.DialErrors) == 0 && de.Cause != nil:
+		return briefError{msg: de.Cause.Error(), err: err}
+	case len(de.DialErrors) == 0:
+		return err
+	}
+	parts := make([]string, len(de.DialErrors))
+	for i, te := range de.DialErrors {
+		parts[i] = fmt.Sprintf("%s: %v", te.Address, te.Cause)
+	}
+	return briefError{msg: strings.Join(parts, "; "), err: err}
+}
+
+type briefError struct {
+	msg string
+	err error
+}
+
+func (e briefError) Error() string { return e.msg }
+func (e briefError) Unwrap() error { return e.err }

@@ -12,7 +12,6 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/univrs/peerstate/gossip"
-	"github.com/univrs/peerstate/replica"
 	"github.com/univrs/peerstate/reputation"
 )
 
@@ -87,7 +86,8 @@ func (n *Node) withReputation(gc gossip.Config) gossip.Config {
 			onReject(p, reason)
 		}
 	}
-	gc.OnApply = func(p peer.ID, res replica.ApplyResult, took time.Duration, err error) {
+	gc.OnApply = func(p peer.ID, a gossip.Applied) {
+		res := a.Result
 		if good := res.Applied + res.Stale; good > 0 {
 			b.Observe(p, reputation.Valid, good)
 		}
@@ -98,7 +98,7 @@ func (n *Node) withReputation(gc gossip.Config) gossip.Config {
 			}
 		}
 		if onApply != nil {
-			onApply(p, res, took, err)
+			onApply(p, a)
 		}
 	}
 	gc.OnSync = func(p peer.ID, st gossip.SyncStats, err error) {

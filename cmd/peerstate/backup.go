@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
@@ -38,7 +39,9 @@ complete, so a failed backup never leaves a partial FILE. Restore it with
 				return fmt.Errorf("backup: %w", err)
 			}
 			defer os.Remove(tmp.Name()) // gone after the rename
-			n, err := c.Backup(ctx, tmp)
+			bar := newProgress(m.Stderr, "backup", -1, true)
+			n, err := c.Backup(ctx, io.MultiWriter(tmp, bar))
+			bar.done()
 			if err == nil {
 				err = tmp.Sync()
 			}

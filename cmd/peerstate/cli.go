@@ -39,6 +39,10 @@ type Main struct {
 	// OnReady, if set, is called by "run" once the API listens, with the
 	// address it is bound to.
 	OnReady func(apiAddr string)
+	// OwnsProcess is set by main: "run" may then send the standard log
+	// package's output (libraries' own lines, such as mDNS's) through its
+	// structured logger, so every line on stderr has the chosen format.
+	OwnsProcess bool
 
 	fs   *flag.FlagSet // the chosen command's, once parsed
 	exec runner
@@ -83,7 +87,7 @@ func findCommand(name string) *command {
 
 // NewMain returns a Main on the process's standard streams and environment.
 func NewMain() *Main {
-	return &Main{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv}
+	return &Main{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv, OwnsProcess: true}
 }
 
 // usageError is a mistake in the command line: exit status 2.

@@ -85,6 +85,8 @@ reads it back into any backend.`,
 			enc := json.NewEncoder(w)
 			enc.SetEscapeHTML(false)
 			n := 0
+			bar := newProgress(m.Stderr, "export", -1, false)
+			defer bar.done()
 			opts := datastore.ListOptions{Limit: datastore.MaxListLimit}
 			for {
 				page, err := c.List(ctx, *prefix, opts)
@@ -97,6 +99,7 @@ reads it back into any backend.`,
 					}
 					n++
 				}
+				bar.add(len(page.Entries))
 				if !page.More {
 					break
 				}
@@ -105,6 +108,7 @@ reads it back into any backend.`,
 			if err := w.Flush(); err != nil {
 				return fmt.Errorf("export: %w", err)
 			}
+			bar.done()
 			if len(args) == 1 && args[0] != "-" {
 				fmt.Fprintf(m.Stdout, "exported %d keys to %s\n", n, args[0])
 			}
@@ -170,7 +174,9 @@ and names the line; the batches before it stay written.`,
 				clear(inTxn)
 				return nil
 			}
-			sc := bufio.NewScanner(in)
+			bar := newProgress(m.Stderr, "import", sizeOf(in), true)
+			defer bar.done()
+			sc := bufio.NewScanner(io.TeeReader(in, bar))
 			sc.Buffer(make([]byte, 64<<10), 128<<20)
 			for sc.Scan() {
 				line++
@@ -204,6 +210,7 @@ and names the line; the batches before it stay written.`,
 			if err := flush(); err != nil {
 				return err
 			}
+			bar.done()
 			fmt.Fprintf(m.Stdout, "imported %d keys\n", total)
 			return nil
 		}

@@ -153,14 +153,6 @@ func (a apiNode) Backup(ctx context.Context, w io.Writer) (int64, error) {
 	return a.n.Backup(ctx, w)
 }
 
-// Ready says whether the node has peers and has caught up with one of them
-// since it started (see api.Readier).
-func (a apiNode) Ready() (bool, string) {
-	if len(a.n.Peers()) == 0 {
-		return false, "no peers connected"
-	}
-	if a.n.Gossip().Stats().Syncs == 0 {
-		return false, "catching up: no catch-up with a peer has completed yet"
-	}
-	return true, ""
-}
+// Ready says whether the node has peers and has caught up with one of
+// them (see api.Readier and node.Node.Ready).
+func (a apiNode) Ready() (bool, string) { return a.n.Ready() }

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	stdlog "log"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -85,6 +87,13 @@ it serves, and stops cleanly on SIGINT or SIGTERM.`,
 // the API first (ending watch streams), then the node and store.
 func (m *Main) runDaemon(ctx context.Context, cfg runConfig) (err error) {
 	log := newLogger(m.Stderr, cfg.LogLevel, cfg.LogFormat)
+	if m.OwnsProcess {
+		// What libraries print with the standard log package (zeroconf's
+		// "no suitable interface") comes out as warnings in our format.
+		stdlog.SetFlags(0)
+		stdlog.SetOutput(slog.NewLogLogger(log.Handler(), slog.LevelWarn).Writer())
+		defer stdlog.SetOutput(m.Stderr)
+	}
 
 	// Every listener is bound before the node joins the network: a taken
 	// API port stops the start before any peer sees us.

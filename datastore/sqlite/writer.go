@@ -139,6 +139,12 @@ func newWriter(ctx context.Context, conn *sql.Conn, opts datastore.Options) (*wr
 }
 
 func (w *writer) close() error {
+	// Move the log into the database file before the writer goes: the
+	// read-only connections close last and cannot, so without this a
+	// cleanly stopped store would keep all its recent data in state.db-wal
+	// alone. A checkpoint that fails (a reader still busy, a full disk)
+	// leaves the log as it was, which is as safe; it is not an error.
+	_, _ = w.conn.ExecContext(context.Background(), "PRAGMA wal_checkpoint(TRUNCATE)")
 	errs := []error{}
 	for _, st := range []*sql.Stmt{w.begin, w.commitTx, w.rollback, w.savepoint, w.release, w.rollbackTo,
 		w.read, w.upsert, w.logEvent, w.setRevision, w.getRevision, w.trimLog, w.setCompacted} {
