@@ -105,13 +105,40 @@ func (m *nodeMetrics) sawApply(self string, a gossip.Applied) {
 		if o, ok := m.origins[c.Origin]; ok && c.HLC <= o.newest {
 			continue // not news: a copy, or older than what came before
 		}
+		if _, known := m.origins[c.Origin]; !known && len(m.origins) >= maxWriterSeries {
+			forgetOldest(m.origins, func(o originSeen) time.Time { return o.at })
+		}
 		m.origins[c.Origin] = originSeen{newest: c.HLC, at: now, lag: max(now.Sub(c.HLC.Time()), 0)}
+	}
+}
+
+// maxWriterSeries bounds the writers (and the peers synced with) that have
+// series of their own: in an open network identities come and go, and a
+// metric per identity ever seen would grow without end. Past it, the one
+// heard from longest ago is forgotten.
+const maxWriterSeries = 256
+
+// forgetOldest deletes the entry of m whose time is earliest.
+func forgetOldest[K comparable, V any](m map[K]V, at func(V) time.Time) {
+	var oldest K
+	var first time.Time
+	found := false
+	for k, v := range m {
+		if t := at(v); !found || t.Before(first) {
+			oldest, first, found = k, t, true
+		}
+	}
+	if found {
+		delete(m, oldest)
 	}
 }
 
 func (m *nodeMetrics) sawSync(p peer.ID, st gossip.SyncStats, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if _, known := m.syncs[p]; !known && len(m.syncs) >= maxWriterSeries {
+		forgetOldest(m.syncs, func(s syncSeen) time.Time { return s.at })
+	}
 	m.syncs[p] = syncSeen{at: time.Now(), applied: st.Applied, ok: err == nil}
 }
 
