@@ -150,6 +150,11 @@ type Gossip struct {
 	queueBytes int
 	syncing    map[peer.ID]bool
 	matched    map[peer.ID]MatchState
+	// The turn of background catch-ups (startSync): turnHeld while one
+	// has it, and the ones waiting for it in the order startSync queued
+	// them, each handed the turn by closing its channel.
+	turnHeld  bool
+	turnQueue []chan struct{}
 
 	kick          chan struct{}
 	fetches       chan fetchJob
@@ -158,7 +163,6 @@ type Gossip struct {
 	origins       *originRates  // per-origin publish rates
 	servingValues chan struct{} // semaphore: value streams served
 	outgoing      chan struct{} // semaphore: catch-up streams started by us
-	turn          chan struct{} // held by the background catch-up whose turn it is
 	closeOnce     sync.Once
 	closeErr      error
 
@@ -207,7 +211,6 @@ func New(ctx context.Context, h host.Host, ps *pubsub.PubSub, r Replica, cfg Con
 		origins:       newOriginRates(cfg.OriginRate, cfg.OriginBurst),
 		servingValues: make(chan struct{}, cfg.MaxConcurrentSyncs),
 		outgoing:      make(chan struct{}, cfg.MaxConcurrentSyncs),
-		turn:          make(chan struct{}, 1),
 	}
 	g.st.init()
 	g.ctx, g.cancel = context.WithCancel(context.Background())
