@@ -84,7 +84,8 @@ type Figures struct {
 // At the network level the traffic counters can differ between runs of one
 // seed. Time there is virtual, and every choice is the seed's (peer keys,
 // topology, per-link latencies, faults, writes, catch-up peers and jitter,
-// a gossipsub mesh with nothing left to chance), but goroutines woken at
+// catch-ups taking their turns in the order they were started, a gossipsub
+// mesh with nothing left to chance), but goroutines woken at
 // the same virtual instant run in parallel, in whatever order the Go
 // scheduler gives them. When a push and a catch-up frame for the same
 // change reach a peer in one instant (one QUIC packet can carry both), one
