@@ -152,6 +152,11 @@ type Gossip struct {
 	queueBytes int
 	syncing    map[peer.ID]bool
 	matched    map[peer.ID]MatchState
+	// The turn of background catch-ups (startSync): turnHeld while one
+	// has it, and the ones waiting for it in the order startSync queued
+	// them, each handed the turn by closing its channel.
+	turnHeld  bool
+	turnQueue []chan struct{}
 
 	kick          chan struct{}
 	fetches       chan fetchJob
@@ -162,7 +167,6 @@ type Gossip struct {
 	pace          *rate.Limiter // our own publishing, at the same rate
 	servingValues chan struct{} // semaphore: value streams served
 	outgoing      chan struct{} // semaphore: catch-up streams started by us
-	turn          chan struct{} // held by the background catch-up whose turn it is
 	closeOnce     sync.Once
 	closeErr      error
 
@@ -213,7 +217,6 @@ func New(ctx context.Context, h host.Host, ps *pubsub.PubSub, r Replica, cfg Con
 		pace:          rate.NewLimiter(rate.Limit(cfg.OriginRate*paceShare), max(int(float64(cfg.OriginBurst)*paceShare), 1)),
 		servingValues: make(chan struct{}, cfg.MaxConcurrentSyncs),
 		outgoing:      make(chan struct{}, cfg.MaxConcurrentSyncs),
-		turn:          make(chan struct{}, 1),
 	}
 	g.st.init()
 	g.ctx, g.cancel = context.WithCancel(context.Background())

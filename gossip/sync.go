@@ -652,6 +652,13 @@ func (g *Gossip) syncPeers() []peer.ID {
 // catch-up that applies nothing for stallAfter gives up its turn (and goes
 // on beside the next): a slow or hostile responder delays the others by
 // that much at most. At most MaxConcurrentSyncs run at once. It never dials.
+//
+// The turns go in the order of the startSync calls, not in the order the
+// catch-ups' goroutines happen to be scheduled: several started at one
+// moment (a round's SyncFanout peers) would otherwise race for the turn,
+// and which peer is asked first, and so what each catch-up brings, would
+// vary between runs that are otherwise the same (such as the simulation's
+// runs of one seed in virtual time).
 func (g *Gossip) startSync(p peer.ID) {
 	if p == g.self {
 		return
@@ -662,6 +669,7 @@ func (g *Gossip) startSync(p peer.ID) {
 		return
 	}
 	g.syncing[p] = true
+	turn := g.queueTurn()
 	g.wg.Add(1)
 	g.mu.Unlock()
 	go func() {
@@ -672,12 +680,13 @@ func (g *Gossip) startSync(p peer.ID) {
 			g.mu.Unlock()
 		}()
 		select {
-		case g.turn <- struct{}{}:
+		case <-turn:
 		case <-g.ctx.Done():
+			g.leaveTurn(turn)
 			return
 		}
 		var once sync.Once
-		release := func() { once.Do(func() { <-g.turn }) }
+		release := func() { once.Do(g.passTurn) }
 		defer release()
 		stall := time.AfterFunc(g.stallAfter(), release)
 		defer stall.Stop()
@@ -692,6 +701,46 @@ func (g *Gossip) startSync(p peer.ID) {
 			g.log.Debug("catch-up failed", "err", err)
 		}
 	}()
+}
+
+// queueTurn queues a background catch-up for the turn and returns the
+// channel closed when it has it (at once if nobody has it). The caller
+// holds g.mu.
+func (g *Gossip) queueTurn() chan struct{} {
+	turn := make(chan struct{})
+	if !g.turnHeld {
+		g.turnHeld = true
+		close(turn)
+	} else {
+		g.turnQueue = append(g.turnQueue, turn)
+	}
+	return turn
+}
+
+// passTurn hands the turn to the catch-up queued first, if any.
+func (g *Gossip) passTurn() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.turnQueue) == 0 {
+		g.turnHeld = false
+		return
+	}
+	next := g.turnQueue[0]
+	g.turnQueue = slices.Delete(g.turnQueue, 0, 1)
+	close(next)
+}
+
+// leaveTurn takes a catch-up that gives up waiting out of the queue, or
+// passes the turn on if it was handed it meanwhile.
+func (g *Gossip) leaveTurn(turn chan struct{}) {
+	g.mu.Lock()
+	if i := slices.Index(g.turnQueue, turn); i >= 0 {
+		g.turnQueue = slices.Delete(g.turnQueue, i, i+1)
+		g.mu.Unlock()
+		return
+	}
+	g.mu.Unlock()
+	g.passTurn()
 }
 
 // stallAfter is how long a background catch-up may go without applying a

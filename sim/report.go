@@ -84,14 +84,22 @@ type Figures struct {
 // At the network level the traffic counters can differ between runs of one
 // seed. Time there is virtual, and every choice is the seed's (peer keys,
 // topology, per-link latencies, faults, writes, catch-up peers and jitter,
-// a gossipsub mesh with nothing left to chance), but goroutines woken at
-// the same virtual instant run in parallel, in whatever order the Go
-// scheduler gives them. When a push and a catch-up frame for the same
-// change reach a peer in one instant (one QUIC packet can carry both), one
-// of them finds it applied already: which one decides whether the push
-// counts as received or as a duplicate, and how many changes the catch-up
-// streamed and whether it ended in a repair. Neither the instant the change
-// became visible nor any final state depends on that order.
+// catch-ups taking their turns in the order they were started, a gossipsub
+// mesh with nothing left to chance), but data for two streams that reaches
+// a peer over one connection in one virtual instant (often in one QUIC
+// packet) is read by two goroutines, and the Go scheduler decides which
+// runs first. No seed or fix inside the peer can order them: both are
+// correct, concurrent protocol work. Seen in the suite: two peers
+// reconnected after a heal catch up with each other at once; one's request
+// and the frames answering the other's arrive together, so the vector the
+// one serves is read before or after it applied those frames — the same
+// changes streamed, a vector one source longer or shorter (CatchUpBytes
+// differs by those bytes). Likewise a push and a catch-up frame carrying
+// one change: which finds it applied already decides whether the push
+// counts as received or as a duplicate, and how many changes a catch-up
+// streams and whether it ends in a repair. Neither the instant a change
+// became visible nor any final state depends on that order; the suite runs
+// every network scenario twice and asserts the figures Outcome keeps equal.
 func (f Figures) Outcome() Figures {
 	f.MessagesPerUpdatePerPeer, f.BytesPerUpdatePerPeer, f.Duplicates = 0, 0, 0
 	f.CatchUps, f.CatchUpChanges, f.CatchUpBytes = 0, 0, 0
