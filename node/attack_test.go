@@ -46,7 +46,8 @@ type attacker struct {
 	seq    uint64
 }
 
-func newAttacker(t testing.TB) *attacker {
+// newAttackerHost is a bare libp2p host on loopback with a key of its own.
+func newAttackerHost(t testing.TB) (crypto.PrivKey, host.Host) {
 	t.Helper()
 	key, _, err := crypto.GenerateEd25519Key(nil)
 	if err != nil {
@@ -57,6 +58,12 @@ func newAttacker(t testing.TB) *attacker {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return key, h
+}
+
+func newAttacker(t testing.TB) *attacker {
+	t.Helper()
+	key, h := newAttackerHost(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &attacker{t: t, h: h, key: key, cancel: cancel}
 	ps, err := gossip.NewPubSub(ctx, h, gossip.DefaultConfig())

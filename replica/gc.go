@@ -140,7 +140,7 @@ func (r *Replica) horizonLocked(peers []string) Vector {
 		}
 		for src, seq := range h {
 			v, listed := o.V[src]
-			if !listed && r.retiredBy(o, src) {
+			if !listed && r.retiredBy(o.R, src) {
 				continue // retired there: it had all of it
 			}
 			h[src] = min(seq, v)
@@ -272,7 +272,7 @@ func (r *Replica) BehindHorizon(have Vector, retired HLC) bool {
 	defer r.mu.Unlock()
 	for src, upto := range r.collected {
 		seq, listed := have[src]
-		if !listed && r.retiredBy(observed{R: retired}, src) {
+		if !listed && r.retiredBy(retired, src) {
 			continue
 		}
 		if seq < upto {

@@ -96,7 +96,10 @@ func (r *Replica) RetireSources(ctx context.Context, peers []string) (int, error
 	var dead []string
 	next := r.retired
 	for src, s := range r.seqs {
-		if !r.deadLocked(ctx, src, s, peers, cutoff) {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		if !r.deadLocked(src, s, peers, cutoff) {
 			continue
 		}
 		empty, err := r.indexEmpty(ctx, src)
@@ -135,7 +138,7 @@ func (r *Replica) RetireSources(ctx context.Context, peers []string) (int, error
 }
 
 // deadLocked checks what RetireSources can tell without reading the store.
-func (r *Replica) deadLocked(ctx context.Context, src string, s *seqSet, peers []string, cutoff HLC) bool {
+func (r *Replica) deadLocked(src string, s *seqSet, peers []string, cutoff HLC) bool {
 	origin, _, err := ParseSource(src)
 	if err != nil || origin == r.cfg.ID || len(s.above) > 0 {
 		return false // our own generations are ours to keep; a gap is still to be filled
@@ -149,12 +152,12 @@ func (r *Replica) deadLocked(ctx context.Context, src string, s *seqSet, peers [
 		if !ok {
 			return false
 		}
-		if seq, listed := o.V[src]; listed && seq >= s.contig || !listed && r.retiredBy(o, src) {
+		if seq, listed := o.V[src]; listed && seq >= s.contig || !listed && r.retiredBy(o.R, src) {
 			continue // it has all of it, or retired it already
 		}
 		return false // a member has not incorporated all of it yet
 	}
-	return ctx.Err() == nil
+	return true
 }
 
 // indexEmpty reports whether no key's current change is from src.
@@ -174,11 +177,11 @@ func (r *Replica) retiredSource(c Change) bool {
 	return !tracked && c.HLC <= r.retired.horizon
 }
 
-// retiredBy reports whether a peer that left src out of its vector retired
-// it: its retirement horizon reaches src's newest change known here. Like
-// tombstone collection, this rests on the grace period: a change older than
-// it has reached every member.
-func (r *Replica) retiredBy(o observed, src string) bool {
+// retiredBy reports whether a peer with retirement horizon retired, which
+// left src out of its vector, retired it: its horizon reaches src's newest
+// change known here. Like tombstone collection, this rests on the grace
+// period: a change older than it has reached every member.
+func (r *Replica) retiredBy(retired HLC, src string) bool {
 	h, ok := r.heads[src]
-	return ok && o.R > 0 && h.HLC <= o.R
+	return ok && retired > 0 && h.HLC <= retired
 }
