@@ -98,8 +98,22 @@ type Config struct {
 	// origin may publish: beyond them its messages are dropped unforwarded
 	// (catch-up still serves its real state) and reported with ReasonRate.
 	// The defaults are far above an honest writer's bursts.
-	OriginRate      float64
-	OriginBurst     int
+	OriginRate  float64
+	OriginBurst int
+	// NewcomerRate (changes per second) and NewcomerBurst bound how fast
+	// the changes of an origin without standing — an AppScore under
+	// StandingScore — are verified, and NewcomerBacklog how many of its
+	// messages may wait for that (more are ignored with ReasonBacklog,
+	// left to catch-up). Checking signatures is most of what receiving a
+	// change costs, and a fresh identity's first burst looks, within
+	// OriginRate and OriginBurst, like any bulk write: paced, it takes a
+	// bounded share of the CPU until the rate limit and reputation stop
+	// it. Honest origins earn standing with their first valid changes.
+	// Without AppScore every origin has standing.
+	NewcomerRate    float64
+	NewcomerBurst   int
+	NewcomerBacklog int
+	StandingScore   float64
 	SessionRate     float64
 	SessionBurst    int
 	ServeBytesRate  int
@@ -168,6 +182,9 @@ func DefaultConfig() Config {
 		MaxSessionsPerPeer:    2,
 		OriginRate:            5000,
 		OriginBurst:           50000,
+		NewcomerRate:          1000,
+		NewcomerBurst:         100,
+		NewcomerBacklog:       32,
 		SessionRate:           2,
 		SessionBurst:          20,
 		ServeBytesRate:        16 << 20,
@@ -214,6 +231,11 @@ func (c Config) withDefaults() Config {
 	set(&c.OriginBurst, d.OriginBurst)
 	if c.OriginRate == 0 {
 		c.OriginRate = d.OriginRate
+	}
+	set(&c.NewcomerBurst, d.NewcomerBurst)
+	set(&c.NewcomerBacklog, d.NewcomerBacklog)
+	if c.NewcomerRate == 0 {
+		c.NewcomerRate = d.NewcomerRate
 	}
 	set(&c.ServeBytesRate, d.ServeBytesRate)
 	set(&c.ServeBytesBurst, d.ServeBytesBurst)
@@ -266,6 +288,7 @@ func (c Config) Validate() error {
 		"sync batch": c.SyncBatch, "max concurrent syncs": c.MaxConcurrentSyncs,
 		"max sessions per peer": c.MaxSessionsPerPeer, "session burst": c.SessionBurst,
 		"serve bytes rate": c.ServeBytesRate, "serve bytes burst": c.ServeBytesBurst, "origin burst": c.OriginBurst,
+		"newcomer burst": c.NewcomerBurst, "newcomer backlog": c.NewcomerBacklog,
 	} {
 		if v <= 0 {
 			bad("%s %d must be positive", name, v)
@@ -276,6 +299,9 @@ func (c Config) Validate() error {
 	}
 	if c.OriginRate <= 0 {
 		bad("origin rate %v must be positive", c.OriginRate)
+	}
+	if !(c.NewcomerRate > 0) {
+		bad("newcomer rate %v must be positive", c.NewcomerRate)
 	}
 	if c.SessionRate <= 0 || c.SessionTimeout <= 0 {
 		bad("session rate %v and session timeout %v must be positive", c.SessionRate, c.SessionTimeout)

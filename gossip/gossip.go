@@ -58,6 +58,7 @@ import (
 	"log/slog"
 	"maps"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -88,7 +89,7 @@ type Replica interface {
 	Current(ctx context.Context, key string) (replica.Change, bool, error)
 	Prefixes() []string
 	Replicates(key string) bool
-	VerifyChanges(cs []replica.Change) []error
+	VerifyChange(c replica.Change) error
 	// Tombstone horizon: peers' vectors are recorded from catch-up, a peer
 	// behind the collected horizon gets a full snapshot, and the receiver of
 	// a snapshot drops what it shows was deleted.
@@ -126,6 +127,8 @@ const (
 	ReasonRate           = "rate"            // ignored: its origin publishes faster than Config.OriginRate (counted against the origin)
 	ReasonStale          = "stale"           // ignored: every change already incorporated
 	ReasonOwn            = "own"             // ignored: our own message, relayed back (a replay)
+	ReasonGraylisted     = "graylisted"      // ignored: its origin fell under Config.GraylistScore while the message waited
+	ReasonBacklog        = "backlog"         // ignored: its origin, a newcomer, has Config.NewcomerBacklog messages waiting already
 )
 
 // Gossip replicates one replica over pubsub and the catch-up protocol. Create
@@ -164,6 +167,7 @@ type Gossip struct {
 	serving       chan struct{} // semaphore: catch-up streams served
 	limits        *peerLimits   // per-peer limits on what is served
 	origins       *originRates  // per-origin publish rates
+	lanes         *originLanes  // per-origin verification, one message at a time
 	pace          *rate.Limiter // our own publishing, at the same rate
 	servingValues chan struct{} // semaphore: value streams served
 	outgoing      chan struct{} // semaphore: catch-up streams started by us
@@ -213,7 +217,8 @@ func New(ctx context.Context, h host.Host, ps *pubsub.PubSub, r Replica, cfg Con
 		inbox:         make(chan inbound, inboxSize),
 		serving:       make(chan struct{}, cfg.MaxConcurrentSyncs),
 		limits:        newPeerLimits(cfg),
-		origins:       newOriginRates(cfg.OriginRate, cfg.OriginBurst),
+		origins:       newOriginRates(cfg),
+		lanes:         newOriginLanes(),
 		pace:          rate.NewLimiter(rate.Limit(cfg.OriginRate*paceShare), max(int(float64(cfg.OriginBurst)*paceShare), 1)),
 		servingValues: make(chan struct{}, cfg.MaxConcurrentSyncs),
 		outgoing:      make(chan struct{}, cfg.MaxConcurrentSyncs),
@@ -495,6 +500,27 @@ func (g *Gossip) validate(ctx context.Context, from peer.ID, msg *pubsub.Message
 		g.reject(signer, ReasonRate)
 		return pubsub.ValidationIgnore
 	}
+	// Verification is most of what a change costs us. Each origin's
+	// messages are verified in its lane, one at a time; a newcomer's
+	// (an origin without standing) at most NewcomerRate changes a second,
+	// with at most NewcomerBacklog messages waiting: a fresh identity's
+	// burst, which within its rate limit looks like any bulk write, then
+	// takes a bounded share of the CPU until the rate limit and reputation
+	// catch it, and honest origins' messages do not wait behind it.
+	newcomer := g.cfg.AppScore != nil && g.cfg.AppScore(signer) < g.cfg.StandingScore
+	backlog := 0
+	if newcomer {
+		backlog = g.cfg.NewcomerBacklog
+	}
+	leave, err := g.lanes.enter(ctx, signer, backlog)
+	if errors.Is(err, errBacklog) {
+		g.st.ignore(ReasonBacklog) // catch-up brings what was real
+		return pubsub.ValidationIgnore
+	}
+	if err != nil {
+		return pubsub.ValidationIgnore // closing
+	}
+	defer leave()
 	rc := &received{changes: make([]replica.Change, 0, len(m.Changes))}
 	for _, w := range m.Changes {
 		c, ann, err := w.change(m.Origin, g.cfg.MaxValueSize)
@@ -515,11 +541,23 @@ func (g *Gossip) validate(ctx context.Context, from peer.ID, msg *pubsub.Message
 	}
 	// Every change must carry its origin's own signature, checked before the
 	// message is passed on: receivers of a relayed message check it again
-	// (from a cache, when it is the same change) on every path.
-	for _, err := range g.r.VerifyChanges(append(slices.Clip(rc.changes), rc.foreign...)) {
-		if err != nil {
+	// (from a cache, when it is the same change) on every path. One at a
+	// time, in the origin's lane, yielding the CPU after each; the first
+	// bad one ends it.
+	for i, c := range slices.Concat(rc.changes, rc.foreign) {
+		if newcomer && g.origins.waitVerify(ctx, signer, 1) != nil {
+			return pubsub.ValidationIgnore // closing
+		}
+		if i%graylistCheckEvery == 0 && g.cfg.AppScore != nil && g.cfg.AppScore(signer) < g.cfg.GraylistScore {
+			// Graylisted or banned while its message waited (its own
+			// earlier ones, typically, were caught by the rate limit).
+			g.st.ignore(ReasonGraylisted)
+			return pubsub.ValidationIgnore
+		}
+		if err := g.r.VerifyChange(c); err != nil {
 			return g.reject(from, reasonOf(err))
 		}
+		runtime.Gosched()
 	}
 	for i := range rc.foreign {
 		rc.foreign[i] = rc.foreign[i].Elide() // only its metadata counts here
@@ -610,6 +648,9 @@ const (
 	inboxSize = 256
 	// maxApplyBatch bounds the changes applyLoop hands the replica at once.
 	maxApplyBatch = 512
+	// graylistCheckEvery is how many of a message's changes the validator
+	// verifies between looks at whether their origin is graylisted.
+	graylistCheckEvery = 64
 )
 
 // receiveLoop takes validated messages from the topic and passes what is

@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -120,17 +121,27 @@ func (b budgetWriter) Write(buf []byte) (int, error) {
 }
 
 // originRates bounds, per origin, the changes a Gossip accepts from pubsub
-// per second (a token bucket each, in a bounded table).
+// per second, and how fast it verifies them while the origin has no
+// standing (two token buckets each, in a bounded table).
 type originRates struct {
-	limit rate.Limit
-	burst int
-	now   func() time.Time
-	mu    sync.Mutex
-	rates map[peer.ID]*rate.Limiter
+	limit, verifyLimit rate.Limit
+	burst, verifyBurst int
+	now                func() time.Time
+	mu                 sync.Mutex
+	rates              map[peer.ID]*originRate
 }
 
-func newOriginRates(perSecond float64, burst int) *originRates {
-	return &originRates{limit: rate.Limit(perSecond), burst: burst, now: time.Now, rates: map[peer.ID]*rate.Limiter{}}
+type originRate struct {
+	publish *rate.Limiter // what it may publish: OriginRate, OriginBurst
+	verify  *rate.Limiter // verification while a newcomer: NewcomerRate, NewcomerBurst
+}
+
+func newOriginRates(cfg Config) *originRates {
+	return &originRates{
+		limit: rate.Limit(cfg.OriginRate), burst: cfg.OriginBurst,
+		verifyLimit: rate.Limit(cfg.NewcomerRate), verifyBurst: cfg.NewcomerBurst,
+		now: time.Now, rates: map[peer.ID]*originRate{},
+	}
 }
 
 // allow takes n changes from origin's bucket; a message larger than the
@@ -139,17 +150,100 @@ func (o *originRates) allow(origin peer.ID, n int) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	now := o.now()
-	l := o.rates[origin]
-	if l == nil {
-		if len(o.rates) >= maxLimitedPeers {
-			for p, l := range o.rates {
-				if l.TokensAt(now) >= float64(o.burst) {
-					delete(o.rates, p)
-				}
+	return o.entryLocked(origin, now).publish.AllowN(now, min(n, o.burst))
+}
+
+// waitVerify waits until n changes of origin, a newcomer, may be verified
+// (n ≤ NewcomerBurst), or ctx ends.
+func (o *originRates) waitVerify(ctx context.Context, origin peer.ID, n int) error {
+	o.mu.Lock()
+	l := o.entryLocked(origin, o.now()).verify
+	o.mu.Unlock()
+	return l.WaitN(ctx, n)
+}
+
+// entryLocked returns origin's buckets, made full if it has none; when the
+// table is full, the origins whose buckets are full again (idle long
+// enough to have forgotten them) are dropped first.
+func (o *originRates) entryLocked(origin peer.ID, now time.Time) *originRate {
+	if e := o.rates[origin]; e != nil {
+		return e
+	}
+	if len(o.rates) >= maxLimitedPeers {
+		for p, e := range o.rates {
+			if e.publish.TokensAt(now) >= float64(o.burst) && e.verify.TokensAt(now) >= float64(o.verifyBurst) {
+				delete(o.rates, p)
 			}
 		}
-		l = rate.NewLimiter(o.limit, o.burst)
-		o.rates[origin] = l
 	}
-	return l.AllowN(now, min(n, o.burst))
+	e := &originRate{publish: rate.NewLimiter(o.limit, o.burst), verify: rate.NewLimiter(o.verifyLimit, o.verifyBurst)}
+	o.rates[origin] = e
+	return e
+}
+
+// originLanes verifies each origin's messages one at a time: the validator
+// runs concurrently for every message pubsub receives, so without lanes an
+// origin publishing a burst has as many goroutines verifying its
+// signatures as it has messages in flight, and every other origin's
+// messages wait for the CPU behind them. With lanes an origin takes at most
+// one goroutine's share however much it sends (within its rate), and a
+// quiet origin's message is verified as soon as it arrives.
+type originLanes struct {
+	mu    sync.Mutex
+	lanes map[peer.ID]*lane
+}
+
+// lane is one origin's: busy holds a token while a message is verified;
+// users counts the validators holding or waiting for it, so that an idle
+// lane is dropped and the table holds only origins in flight (at most
+// pubsub's validation concurrency).
+type lane struct {
+	busy  chan struct{}
+	users int
+}
+
+// errBacklog: an origin has as many messages waiting in its lane as it may.
+var errBacklog = errors.New("gossip: origin backlog full")
+
+func newOriginLanes() *originLanes { return &originLanes{lanes: map[peer.ID]*lane{}} }
+
+// enter waits for origin's lane and returns the function that leaves it.
+// With backlog > 0 a lane already held by that many messages is not
+// entered (errBacklog); ctx ending returns its error.
+func (o *originLanes) enter(ctx context.Context, origin peer.ID, backlog int) (leave func(), err error) {
+	o.mu.Lock()
+	l := o.lanes[origin]
+	if l == nil {
+		l = &lane{busy: make(chan struct{}, 1)}
+		o.lanes[origin] = l
+	}
+	if backlog > 0 && l.users >= backlog {
+		o.mu.Unlock()
+		return nil, errBacklog
+	}
+	l.users++
+	o.mu.Unlock()
+	select {
+	case l.busy <- struct{}{}:
+		return func() { <-l.busy; o.release(origin, l) }, nil
+	case <-ctx.Done():
+		o.release(origin, l)
+		return nil, ctx.Err()
+	}
+}
+
+func (o *originLanes) release(origin peer.ID, l *lane) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if l.users--; l.users == 0 {
+		delete(o.lanes, origin)
+	}
+}
+
+// inFlight is the number of origins with a message being verified or
+// waiting to be.
+func (o *originLanes) inFlight() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.lanes)
 }

@@ -253,3 +253,61 @@ func TestLimits_OwnPublishingPaced(t *testing.T) {
 		t.Fatalf("a published %d changes and dropped %d of 300", st.PublishedChanges, st.Dropped)
 	}
 }
+
+// An origin without standing (a newcomer) that bursts: its changes are
+// verified at NewcomerRate, at most NewcomerBacklog of its messages wait for
+// that and the rest are ignored for catch-up to bring; an origin with
+// standing is not held up behind it, and nothing is counted against the
+// newcomer, whose every change arrives by catch-up.
+func TestLimits_NewcomerPaced(t *testing.T) {
+	var standing sync.Map
+	var rej rejections
+	cfg := quiet()
+	cfg.MaxMessageSize, cfg.InlineValueLimit = 8<<10, 2<<10 // three changes a message
+	cfg.NewcomerRate, cfg.NewcomerBurst, cfg.NewcomerBacklog = 5, 1, 2
+	cfg.StandingScore, cfg.GraylistScore = 1, -9
+	cfg.AppScore = func(p peer.ID) float64 {
+		if _, ok := standing.Load(p); ok {
+			return 5
+		}
+		return 0
+	}
+	cfg.OnReject = rej.hook
+	peers := newPeers(t, 3, cfg)
+	r, known, fresh := peers[0], peers[1], peers[2]
+	standing.Store(known.id(), true)
+	ctx := context.Background()
+
+	const n = 30
+	for i := range n {
+		if _, err := fresh.r.Set(ctx, fmt.Sprintf("/fresh/%02d", i), value(i, 2<<10)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 10*time.Second, "the newcomer's burst published", func() bool { return fresh.g.Stats().PublishedChanges == n })
+	if _, err := known.r.Set(ctx, "/known", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the known origin's change at r", func() bool {
+		_, found, err := r.r.Current(ctx, "/known")
+		return err == nil && found
+	})
+	// At 5 changes a second the newcomer's 30 take six seconds to verify:
+	// the known origin's change did not wait for them.
+	if got := watermark(t, r, fresh.id()); got >= n {
+		t.Fatalf("r had all %d of the newcomer's changes before the known origin's one", got)
+	}
+	waitFor(t, 10*time.Second, "the newcomer's backlog ignored", func() bool { return r.g.Stats().Ignored[gossip.ReasonBacklog] > 0 })
+
+	if _, err := r.g.SyncWith(ctx, fresh.id()); err != nil {
+		t.Fatal(err)
+	}
+	if got := watermark(t, r, fresh.id()); got != n {
+		t.Fatalf("after catch-up r has %d of the newcomer's %d changes", got, n)
+	}
+	for _, reason := range []string{gossip.ReasonRate, gossip.ReasonBacklog, gossip.ReasonMalformed} {
+		if k := rej.of(fresh.id(), reason); k != 0 {
+			t.Fatalf("%d %q rejections counted against the newcomer", k, reason)
+		}
+	}
+}

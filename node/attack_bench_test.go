@@ -116,8 +116,8 @@ func BenchmarkUnderAttack(b *testing.B) {
 						b.ReportMetric(ms(took), "banned-ms")
 						b.ReportMetric(ms(after[len(after)*99/100]), "p99-after-ban-ms")
 					}
-					b.Logf("%s: attacker %s on node 0 (score %.1f) after %v; node 0 rejected %v", a.name, hn.nodes[0].Reputation().State(m.id()),
-						hn.nodes[0].Reputation().Score(m.id()), took, st.Rejected)
+					b.Logf("%s: attacker %s on node 0 (score %.1f) after %v; node 0 rejected %v, ignored %v", a.name, hn.nodes[0].Reputation().State(m.id()),
+						hn.nodes[0].Reputation().Score(m.id()), took, st.Rejected, st.Ignored)
 				}
 			}
 		})

@@ -115,6 +115,7 @@ func (n *Node) withReputation(gc gossip.Config) gossip.Config {
 	}
 	gc.AppScore = b.Score
 	gc.GraylistScore = n.cfg.Reputation.GraylistThreshold
+	gc.StandingScore = n.cfg.Reputation.StandingThreshold
 	return gc
 }
 

@@ -59,6 +59,9 @@
 //	HalfLife     1h     misbehaviour is forgiven within hours, not days
 //	Graylist     -9     strictly below: just under two Invalid
 //	Ban          -50    so -100 recovers in exactly one half-life
+//	Standing     1      a hundred valid changes, ten completed sessions or
+//	                    about two hours connected: below it, a peer's own
+//	                    changes are verified at a bounded rate
 //	FlushInterval 10s   also the granularity of recovery and ban expiry
 //
 // Only bad events cost score, and silence costs nothing: an honest peer on

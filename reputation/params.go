@@ -81,6 +81,12 @@ type Params struct {
 	GraylistThreshold float64
 	// BanThreshold: a score below it is Banned (< GraylistThreshold).
 	BanThreshold float64
+	// StandingThreshold: a score at or above it gives a peer standing, as
+	// an origin of changes: a newcomer's (below it) are verified at a
+	// bounded rate, so that a fresh identity's flood cannot take the CPU
+	// (gossip.Config.NewcomerRate). In [0, MaxScore]; 0 gives every peer
+	// not in bad standing standing at once.
+	StandingThreshold float64
 	// FlushInterval is how often Run persists dirty records and re-evaluates
 	// states (> 0).
 	FlushInterval time.Duration
@@ -107,6 +113,7 @@ func DefaultParams() Params {
 		HalfLife:          time.Hour,
 		GraylistThreshold: -9,
 		BanThreshold:      -50,
+		StandingThreshold: 1,
 		FlushInterval:     10 * time.Second,
 	}
 }
@@ -164,6 +171,9 @@ func (p Params) Validate() error {
 	}
 	if okBan && okGray && p.BanThreshold >= p.GraylistThreshold {
 		bad("BanThreshold", "%v ≥ GraylistThreshold %v", p.BanThreshold, p.GraylistThreshold)
+	}
+	if finite("StandingThreshold", p.StandingThreshold) && (p.StandingThreshold < 0 || p.StandingThreshold > p.MaxScore) {
+		bad("StandingThreshold", "%v not in [0, MaxScore %v]: no peer could earn standing, or a fresh one has it", p.StandingThreshold, p.MaxScore)
 	}
 	if okMin && okBan && p.MinScore >= p.BanThreshold {
 		bad("MinScore", "%v ≥ BanThreshold %v: no score could be banned", p.MinScore, p.BanThreshold)
