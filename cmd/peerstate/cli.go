@@ -35,6 +35,9 @@ type Main struct {
 	Stdin  io.Reader
 	Stdout io.Writer
 	Stderr io.Writer
+	// Getenv is the environment every command but "run" reads; run reads
+	// the process's own, as the ff library it layers its settings with
+	// does (see parseSettings).
 	Getenv func(string) string
 	// OnReady, if set, is called by "run" once the API listens, with the
 	// address it is bound to.
@@ -457,13 +460,14 @@ func (o *optionalUint) ptr() *uint64 {
 	return &o.v
 }
 
-// stringList is a repeatable flag.
+// stringList is a repeatable flag. Spaces around a value are dropped, as
+// after the commas of "a, b" in a variable.
 type stringList []string
 
 func (l *stringList) String() string { return strings.Join(*l, ",") }
 func (l *stringList) isList()        {}
 func (l *stringList) Set(s string) error {
-	*l = append(*l, s)
+	*l = append(*l, strings.TrimSpace(s))
 	return nil
 }
 

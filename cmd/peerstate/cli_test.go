@@ -24,14 +24,29 @@ type result struct {
 	stdout, stderr string
 }
 
-// env is a fake environment.
+// env is the program's environment in a test.
 type env map[string]string
 
 func (e env) getenv(name string) string { return e[name] }
 
+// useEnv makes e the environment of the program for the rest of the test:
+// Main.Getenv (e.getenv) is what the client commands read, the process's
+// PEERSTATE_* variables what "run" reads (see parseSettings). Variables an
+// earlier call set are cleared.
+func useEnv(t *testing.T, e env) {
+	t.Helper()
+	for _, name := range peerstateVars() {
+		t.Setenv(name, "") // empty is unset to run
+	}
+	for k, v := range e {
+		t.Setenv(k, v)
+	}
+}
+
 // execute runs the program in-process with args, stdin and env.
 func execute(t *testing.T, e env, stdin string, args ...string) result {
 	t.Helper()
+	useEnv(t, e)
 	var out, errOut bytes.Buffer
 	m := &Main{Stdin: strings.NewReader(stdin), Stdout: &out, Stderr: &errOut, Getenv: e.getenv}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -95,6 +110,7 @@ type daemon struct {
 // ends or stop is called.
 func startDaemon(t *testing.T, e env, args ...string) *daemon {
 	t.Helper()
+	useEnv(t, e)
 	ready := make(chan string, 1)
 	d := &daemon{stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan int, 1)}
 	m := &Main{

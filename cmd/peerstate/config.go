@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,8 +12,10 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/BurntSushi/toml"
 	ma "github.com/multiformats/go-multiaddr"
+	"github.com/peterbourgon/ff/v3"
+	"github.com/peterbourgon/ff/v3/fftoml"
+	"github.com/peterbourgon/ff/v3/ffyaml"
 
 	"github.com/univrs/peerstate/api"
 	"github.com/univrs/peerstate/node"
@@ -25,10 +25,10 @@ import (
 // Backends "run" can keep its state in.
 var backends = []string{"sqlite", "badger", "memory", "etcd"}
 
-// runConfig is the daemon's configuration: defaults, then a config file
-// (--config or $PEERSTATE_CONFIG, JSON or TOML by extension), then
-// $PEERSTATE_* variables, then flags; the later wins. Its fields are bound
-// to run's flags, and layerSettings fills the ones no flag set.
+// runConfig is the daemon's configuration. Its fields are bound to run's
+// flags; parseSettings layers them: defaults, then a config file (--config
+// or $PEERSTATE_CONFIG), then $PEERSTATE_* variables, then flags; the later
+// wins.
 type runConfig struct {
 	Data          string
 	Listen        []string
@@ -59,14 +59,14 @@ func defaultRunConfig() runConfig {
 	}
 }
 
-// envAliases are older variable names still read.
-var envAliases = map[string]string{"psk": "PEERSTATE_PSK_FILE"}
+// oldVars are older variable names still read, by flag.
+var oldVars = map[string]string{"psk": "PEERSTATE_PSK_FILE"}
 
-// keyAliases are older config file keys still read.
-var keyAliases = map[string]string{"psk_file": "psk"}
+// oldKeys are older config file keys still read, with the flag they set.
+var oldKeys = map[string]string{"psk_file": "psk"}
 
-// envVar is the variable that sets flag name: PEERSTATE_LOG_LEVEL for
-// log-level.
+// envVar is the variable that sets flag name, as ff names it:
+// PEERSTATE_LOG_LEVEL for log-level.
 func envVar(name string) string {
 	return "PEERSTATE_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 }
@@ -74,140 +74,175 @@ func envVar(name string) string {
 // envError is a bad $PEERSTATE_* value: a usage error.
 type envError struct{ error }
 
+// configError is a config file that cannot be read or has a bad setting;
+// it names the file, and the key when there is one.
+type configError struct{ error }
+
 // listFlag is a flag that takes several values.
 type listFlag interface{ isList() }
 
-// layerSettings gives every flag of fs not set on the command line its
-// value from the environment ($PEERSTATE_NAME) or, failing that, from the
-// config file at path (key NAME, "-" or "_"). Errors name the variable or
-// the file and key.
-func layerSettings(fs *flag.FlagSet, getenv func(string) string, path string) error {
-	set := map[string]bool{"config": true}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	var errs []error
+// parseSettings gives the flags of fs that the command line did not set
+// (fs is parsed already) their values from the $PEERSTATE_* variables and
+// then from the config file named by --config or $PEERSTATE_CONFIG. The
+// layering is ff's; this adds the older names (oldVars, oldKeys), file keys
+// written with "_" for "-", and errors that name the variable, or the file
+// and key.
+//
+// ff reads the process environment (os.Getenv), so run's settings do too,
+// not Main.Getenv: tests of them set variables with t.Setenv.
+func parseSettings(fs *flag.FlagSet) error {
+	fs.VisitAll(func(f *flag.Flag) { f.Value = settingValue{f.Value, f.Name} })
+	defer fs.VisitAll(func(f *flag.Flag) { f.Value = f.Value.(settingValue).Value })
+	if err := presetVars(fs); err != nil {
+		return err
+	}
+	err := ff.Parse(fs, nil,
+		ff.WithEnvVarPrefix("PEERSTATE"),
+		ff.WithEnvVarSplit(","),
+		ff.WithConfigFileFlag("config"),
+		ff.WithConfigFileParser(configParser(fs)),
+	)
+	var ce configError
+	var se *settingError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &ce):
+		return ce
+	case errors.As(err, &se): // the file's are configErrors: a variable's
+		name := envVar(se.flag)
+		return envError{fmt.Errorf("%s=%q: %v", name, os.Getenv(name), se.err)}
+	}
+	return configError{fmt.Errorf("config: %w", err)} // the file cannot be opened
+}
+
+// presetVars sets, before ff reads the variables, the flags it would read
+// wrongly: from an older variable (oldVars), and a single-valued flag whose
+// variable holds a comma (ff splits every variable at commas, for the
+// lists). A flag set here counts as set for ff, so neither its variable
+// nor the file changes it.
+func presetVars(fs *flag.FlagSet) error {
+	onLine := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { onLine[f.Name] = true })
+	var err error
 	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] {
+		if err != nil || onLine[f.Name] || isList(f) {
 			return
 		}
-		name, v := envVar(f.Name), getenv(envVar(f.Name))
-		if alias, ok := envAliases[f.Name]; ok && v == "" {
-			name, v = alias, getenv(alias)
+		name := envVar(f.Name)
+		v := os.Getenv(name)
+		if old, ok := oldVars[f.Name]; ok && v == "" {
+			name, v = old, os.Getenv(old)
+		} else if !strings.Contains(v, ",") {
+			return
 		}
 		if v == "" {
 			return
 		}
-		vals := []string{v}
-		if _, ok := f.Value.(listFlag); ok {
-			vals = splitList(v)
+		if serr := fs.Set(f.Name, v); serr != nil {
+			err = envError{fmt.Errorf("%s=%q: %v", name, v, serr)}
 		}
-		if err := setFlag(f, vals); err != nil {
-			errs = append(errs, envError{fmt.Errorf("%s=%q: %v", name, v, err)})
-		}
-		set[f.Name] = true
 	})
-	if err := errors.Join(errs...); err != nil {
-		return err
+	return err
+}
+
+// configParser reads the config file by its name: JSON (.json, or no
+// extension), TOML (.toml) or YAML (.yaml, .yml). A key is a flag's name
+// with "-" or "_"; an unknown key, a table, or a list for a single-valued
+// flag is an error naming the file and key. (A one-element list reaches us
+// as one value, like a plain one, and is taken as it.)
+func configParser(fs *flag.FlagSet) ff.ConfigFileParser {
+	return func(r io.Reader, set func(name, value string) error) error {
+		path := fs.Lookup("config").Value.String()
+		var parse ff.ConfigFileParser
+		switch ext := strings.ToLower(filepath.Ext(path)); ext {
+		case ".json", "":
+			parse = ff.JSONParser
+		case ".toml":
+			parse = fftoml.Parser
+		case ".yaml", ".yml":
+			parse = ffyaml.Parser
+		default:
+			return configError{fmt.Errorf("config %s: %s files are not read: write it as JSON (.json), TOML (.toml) or YAML (.yaml)", path, ext)}
+		}
+		keyOf := map[string]string{} // flag name: the key that set it
+		err := parse(r, func(key, value string) error {
+			if table, _, ok := strings.Cut(key, "."); ok { // ff joins a table's keys with "."
+				return configError{fmt.Errorf("config %s: key %q: a table is not a setting", path, table)}
+			}
+			name := key
+			if n, ok := oldKeys[key]; ok {
+				name = n
+			}
+			name = strings.ReplaceAll(name, "_", "-")
+			f := fs.Lookup(name)
+			if f == nil || name == "config" {
+				return configError{fmt.Errorf("config %s: unknown key %q", path, key)}
+			}
+			if prev, ok := keyOf[name]; ok && !isList(f) {
+				if prev == key {
+					return configError{fmt.Errorf("config %s: key %q: one value wanted, not a list", path, key)}
+				}
+				return configError{fmt.Errorf("config %s: keys %q and %q both set --%s", path, prev, key, name)}
+			}
+			keyOf[name] = key
+			if err := set(name, value); err != nil {
+				var se *settingError
+				if errors.As(err, &se) {
+					err = se.err
+				}
+				return configError{fmt.Errorf("config %s: key %q: %v", path, key, err)}
+			}
+			return nil
+		})
+		var ce configError
+		switch {
+		case err == nil:
+			return nil
+		case errors.As(err, &ce): // from set, inside the parser's own error
+			return ce
+		}
+		// The parsers wrap the decoder's error in their own: "error parsing
+		// JSON config: ...".
+		if inner := errors.Unwrap(err); inner != nil {
+			err = inner
+		}
+		return configError{fmt.Errorf("config %s: %v", path, err)}
 	}
-	if path == "" {
-		return nil
-	}
-	values, err := readConfigFile(path)
-	if err != nil {
-		return err
-	}
-	keys := make([]string, 0, len(values))
-	for k := range values {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, key := range keys {
-		name := key
-		if alias, ok := keyAliases[key]; ok {
-			name = alias
+}
+
+// settingValue is a flag's value while parseSettings sets it: a refused
+// value gives a settingError, which names the flag.
+type settingValue struct {
+	flag.Value
+	name string
+}
+
+func (v settingValue) Set(s string) error {
+	if err := v.Value.Set(s); err != nil {
+		if b, ok := v.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+			err = errors.New("want true or false") // not flag's "parse error"
 		}
-		name = strings.ReplaceAll(name, "_", "-")
-		f := fs.Lookup(name)
-		if f == nil || name == "config" {
-			return fmt.Errorf("config %s: unknown key %q", path, key)
-		}
-		if set[name] {
-			continue
-		}
-		vals, err := configStrings(values[key], f)
-		if err == nil {
-			err = setFlag(f, vals)
-		}
-		if err != nil {
-			return fmt.Errorf("config %s: key %q: %v", path, key, err)
-		}
+		return &settingError{flag: v.name, err: err}
 	}
 	return nil
 }
 
-func setFlag(f *flag.Flag, vals []string) error {
-	for _, v := range vals {
-		if err := f.Value.Set(v); err != nil {
-			return err
-		}
-	}
-	return nil
+// settingError is a value flag refused.
+type settingError struct {
+	flag string
+	err  error
 }
 
-// configStrings turns a decoded config value into the strings its flag
-// parses: an array only for a list flag.
-func configStrings(v any, f *flag.Flag) ([]string, error) {
-	if arr, ok := v.([]any); ok {
-		if _, list := f.Value.(listFlag); !list {
-			return nil, errors.New("one value wanted, not a list")
-		}
-		out := make([]string, 0, len(arr))
-		for _, e := range arr {
-			out = append(out, fmt.Sprint(e))
-		}
-		return out, nil
-	}
-	switch v.(type) {
-	case map[string]any:
-		return nil, errors.New("a table is not a setting")
-	}
-	return []string{fmt.Sprint(v)}, nil
-}
+func (e *settingError) Error() string { return e.err.Error() }
 
-// readConfigFile decodes path: a .toml file as TOML, a .json file (or one
-// without an extension) as JSON; any other extension is refused.
-func readConfigFile(path string) (map[string]any, error) {
-	switch ext := strings.ToLower(filepath.Ext(path)); ext {
-	case ".toml", ".json", "":
-	default:
-		return nil, fmt.Errorf("config %s: %s files are not read: write it as JSON (.json) or TOML (.toml)", path, ext)
+func isList(f *flag.Flag) bool {
+	v := f.Value
+	if sv, ok := v.(settingValue); ok {
+		v = sv.Value
 	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
-	}
-	values := map[string]any{}
-	if strings.EqualFold(filepath.Ext(path), ".toml") {
-		if _, err := toml.Decode(string(data), &values); err != nil {
-			return nil, fmt.Errorf("config %s: %w", path, err)
-		}
-		return values, nil
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	if err := dec.Decode(&values); err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
-	}
-	return values, nil
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, part := range strings.Split(s, ",") {
-		if part = strings.TrimSpace(part); part != "" {
-			out = append(out, part)
-		}
-	}
-	return out
+	_, ok := v.(listFlag)
+	return ok
 }
 
 // validate checks every setting and reports all problems at once.

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/univrs/peerstate/api"
 )
 
 func TestCLI_Conventions(t *testing.T) {
@@ -69,17 +71,41 @@ func TestCLI_Conventions(t *testing.T) {
 
 func TestCLI_ConfigFormatsAndTokenFile(t *testing.T) {
 	dir := t.TempDir()
+	// YAML: keys as in the other formats, a list as a sequence.
 	yaml := filepath.Join(dir, "peerstate.yaml")
-	if err := os.WriteFile(yaml, []byte("api: 127.0.0.1:0\n"), 0o600); err != nil {
+	body := "backend: memory\ntoken: from-yaml\nlog_level: warn\nwrite-rule:\n  - /open/=anyone\n  - /peers/=owner\n"
+	if err := os.WriteFile(yaml, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	execute(t, env{}, "", "run", "--config", yaml).want(t, exitError, ".yaml files are not read")
+	d := startDaemon(t, env{}, "--config", yaml)
+	execute(t, d.env, "", "status").want(t, exitError, "unauthorized")
+	var st api.Status
+	r := execute(t, env{"PEERSTATE_API": d.addr, "PEERSTATE_TOKEN": "from-yaml"}, "", "status", "--json").want(t, exitOK, "")
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || st.Backend != "memory" {
+		t.Fatalf("status with the YAML file's settings: %q, %v", r.stdout, err)
+	}
+	d.stop(t)
+	if strings.Contains(d.stderr.String(), "level=INFO") {
+		t.Fatalf("log_level warn from the YAML file not applied:\n%s", d.stderr)
+	}
+	for _, tc := range []struct{ name, body, msg string }{
+		{"peerstate.yml", "log:\n  level: debug\n", `key "log": a table is not a setting`},
+		{"peerstate.yml", "api: [a, b]\n", `key "api": one value wanted, not a list`},
+		{"peerstate.yaml", "backend: [memory\n", "peerstate.yaml"},
+		{"peerstate.ini", "backend = memory\n", ".ini files are not read"},
+	} {
+		file := filepath.Join(dir, tc.name)
+		if err := os.WriteFile(file, []byte(tc.body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		execute(t, env{}, "", "run", "--config", file).want(t, exitError, tc.msg)
+	}
 
 	tokenFile := filepath.Join(dir, "token")
 	if err := os.WriteFile(tokenFile, []byte("s3cret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	d := startDaemon(t, env{}, "--backend", "memory", "--data", t.TempDir(), "--token-file", tokenFile)
+	d = startDaemon(t, env{}, "--backend", "memory", "--data", t.TempDir(), "--token-file", tokenFile)
 	execute(t, env{}, "", "put", "--api", d.addr, "/t", "1").want(t, exitError, "unauthorized")
 	execute(t, env{}, "", "put", "--api", d.addr, "--token-file", tokenFile, "/t", "1").want(t, exitOK, "")
 	execute(t, env{"PEERSTATE_TOKEN_FILE": tokenFile}, "", "get", "--api", d.addr, "/t").want(t, exitOK, "")

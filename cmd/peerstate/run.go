@@ -28,19 +28,19 @@ func runCommand() *command {
 		name:    "run",
 		summary: "run the daemon: store, p2p node and local API",
 		details: `With no flags: SQLite under ./peerstate-data, mDNS on, the API on 127.0.0.1:7070.
-Each flag is also a setting in --config FILE (JSON, or TOML for a .toml name;
-the key is the flag's name, "log-level" or "log_level") and a variable
-($PEERSTATE_LOG_LEVEL: PEERSTATE_ and the name upper-cased); flags win over
-variables, variables over the file. Lists are arrays in a file and
+Each flag is also a setting in --config FILE (JSON; TOML for a .toml name, YAML
+for .yaml or .yml; the key is the flag's name, "log-level" or "log_level") and a
+variable ($PEERSTATE_LOG_LEVEL: PEERSTATE_ and the name upper-cased); flags win
+over variables, variables over the file. Lists are arrays in a file and
 comma-separated in a variable.
 It prints "api: HOST:PORT" ("api: https://HOST:PORT" with --tls-cert) (and, with a p2p node, "id:" and "addr:" lines) once
 it serves, and stops cleanly on SIGINT or SIGTERM.`,
 	}
 	cmd.setup = func(m *Main, fs *flag.FlagSet) runner {
 		// Each flag is also read from $PEERSTATE_NAME and from the config
-		// file's key NAME (see layerSettings); flags win, then variables.
+		// file's key NAME (see parseSettings); flags win, then variables.
 		cfg := defaultRunConfig()
-		configFile := fs.String("config", "", "read settings from this JSON or TOML (.toml) file, keys named as the flags (default $PEERSTATE_CONFIG)")
+		fs.String("config", "", "read settings from this JSON, TOML (.toml) or YAML (.yaml) file, keys named as the flags (default $PEERSTATE_CONFIG)")
 		fs.StringVar(&cfg.Data, "data", cfg.Data, "data directory ($PEERSTATE_DATA)")
 		fs.Var((*stringList)(&cfg.Listen), "listen", "libp2p listen multiaddr; repeat for more ($PEERSTATE_LISTEN, comma-separated)")
 		fs.Var((*stringList)(&cfg.Bootstrap), "bootstrap", "peer to connect to at start, a multiaddr ending in /p2p/ID; repeat for more ($PEERSTATE_BOOTSTRAP)")
@@ -59,8 +59,8 @@ it serves, and stops cleanly on SIGINT or SIGTERM.`,
 		fs.Var((*stringList)(&cfg.WriteRules), "write-rule", "who may write under a prefix: PREFIX=anyone, PREFIX=owner (/peers/{id}/... by {id} alone) or PREFIX=allow:ID,ID; repeat for more; replaces the default /peers/=owner ($PEERSTATE_WRITE_RULE)")
 
 		return func(ctx context.Context, args []string) error {
-			path := firstNonEmpty(*configFile, m.Getenv("PEERSTATE_CONFIG"))
-			if err := layerSettings(fs, m.Getenv, path); err != nil {
+			// From the process environment, not m.Getenv: see parseSettings.
+			if err := parseSettings(fs); err != nil {
 				var ee envError
 				if errors.As(err, &ee) {
 					return usagef(cmd, "%v", err)
