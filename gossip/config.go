@@ -183,7 +183,7 @@ func DefaultConfig() Config {
 		OriginRate:            5000,
 		OriginBurst:           50000,
 		NewcomerRate:          1000,
-		NewcomerBurst:         100,
+		NewcomerBurst:         20,
 		NewcomerBacklog:       32,
 		SessionRate:           2,
 		SessionBurst:          20,
