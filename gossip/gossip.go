@@ -90,6 +90,7 @@ type Replica interface {
 	Prefixes() []string
 	Replicates(key string) bool
 	VerifyChange(c replica.Change) error
+	VerifyChanges(cs []replica.Change) []error
 	// Tombstone horizon: peers' vectors are recorded from catch-up, a peer
 	// behind the collected horizon gets a full snapshot, and the receiver of
 	// a snapshot drops what it shows was deleted.
@@ -541,23 +542,9 @@ func (g *Gossip) validate(ctx context.Context, from peer.ID, msg *pubsub.Message
 	}
 	// Every change must carry its origin's own signature, checked before the
 	// message is passed on: receivers of a relayed message check it again
-	// (from a cache, when it is the same change) on every path. One at a
-	// time, in the origin's lane, yielding the CPU after each; the first
-	// bad one ends it.
-	for i, c := range slices.Concat(rc.changes, rc.foreign) {
-		if newcomer && g.origins.waitVerify(ctx, signer, 1) != nil {
-			return pubsub.ValidationIgnore // closing
-		}
-		if i%graylistCheckEvery == 0 && g.cfg.AppScore != nil && g.cfg.AppScore(signer) < g.cfg.GraylistScore {
-			// Graylisted or banned while its message waited (its own
-			// earlier ones, typically, were caught by the rate limit).
-			g.st.ignore(ReasonGraylisted)
-			return pubsub.ValidationIgnore
-		}
-		if err := g.r.VerifyChange(c); err != nil {
-			return g.reject(from, reasonOf(err))
-		}
-		runtime.Gosched()
+	// (from a cache, when it is the same change) on every path.
+	if res, ok := g.verifyIn(ctx, from, signer, newcomer, slices.Concat(rc.changes, rc.foreign)); !ok {
+		return res
 	}
 	for i := range rc.foreign {
 		rc.foreign[i] = rc.foreign[i].Elide() // only its metadata counts here
@@ -568,6 +555,42 @@ func (g *Gossip) validate(ctx context.Context, from peer.ID, msg *pubsub.Message
 	}
 	msg.ValidatorData = rc
 	return pubsub.ValidationAccept
+}
+
+// verifyIn checks the signatures of changes, signed by signer and received
+// from from, in signer's lane: a chunk at a time, each chunk in parallel
+// for an origin with standing, one change at a time at NewcomerRate for a
+// newcomer, yielding the CPU after each chunk or change and looking between
+// chunks whether the origin has been graylisted meanwhile. It returns the
+// validation result and false when the message is to go no further.
+func (g *Gossip) verifyIn(ctx context.Context, from, signer peer.ID, newcomer bool, changes []replica.Change) (pubsub.ValidationResult, bool) {
+	for chunk := range slices.Chunk(changes, verifyChunk) {
+		if g.cfg.AppScore != nil && g.cfg.AppScore(signer) < g.cfg.GraylistScore {
+			// Graylisted or banned while its message waited (its own
+			// earlier ones, typically, were caught by the rate limit).
+			g.st.ignore(ReasonGraylisted)
+			return pubsub.ValidationIgnore, false
+		}
+		if !newcomer {
+			for _, err := range g.r.VerifyChanges(chunk) {
+				if err != nil {
+					return g.reject(from, reasonOf(err)), false
+				}
+			}
+			runtime.Gosched()
+			continue
+		}
+		for _, c := range chunk {
+			if g.origins.waitVerify(ctx, signer, 1) != nil {
+				return pubsub.ValidationIgnore, false // closing
+			}
+			if err := g.r.VerifyChange(c); err != nil {
+				return g.reject(from, reasonOf(err)), false
+			}
+			runtime.Gosched()
+		}
+	}
+	return pubsub.ValidationAccept, true
 }
 
 // allStale reports whether every change is already incorporated: its
@@ -648,9 +671,10 @@ const (
 	inboxSize = 256
 	// maxApplyBatch bounds the changes applyLoop hands the replica at once.
 	maxApplyBatch = 512
-	// graylistCheckEvery is how many of a message's changes the validator
-	// verifies between looks at whether their origin is graylisted.
-	graylistCheckEvery = 64
+	// verifyChunk is how many of a message's changes the validator
+	// verifies between yielding the CPU and looking whether their origin
+	// has been graylisted.
+	verifyChunk = 64
 )
 
 // receiveLoop takes validated messages from the topic and passes what is

@@ -185,9 +185,9 @@ func (o *originRates) entryLocked(origin peer.ID, now time.Time) *originRate {
 // runs concurrently for every message pubsub receives, so without lanes an
 // origin publishing a burst has as many goroutines verifying its
 // signatures as it has messages in flight, and every other origin's
-// messages wait for the CPU behind them. With lanes an origin takes at most
-// one goroutine's share however much it sends (within its rate), and a
-// quiet origin's message is verified as soon as it arrives.
+// messages wait for the CPU behind them. With lanes an origin's messages
+// are verified one at a time however many it sends (within its rate), and
+// a quiet origin's message is verified as soon as it arrives.
 type originLanes struct {
 	mu    sync.Mutex
 	lanes map[peer.ID]*lane
