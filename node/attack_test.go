@@ -240,13 +240,22 @@ func (hn *honestNet) expectPunished(t *testing.T, reason string, banned bool) {
 // attack was aimed at).
 func (hn *honestNet) expectPunishedBy(t *testing.T, reason string, banned bool, n int) {
 	t.Helper()
-	m := hn.m
-	want := func(s reputation.State) bool {
-		return s == reputation.Banned || (!banned && s == reputation.Graylisted)
-	}
+	hn.expectPunishedAs(t, hn.m, reason, banned, n)
+}
+
+// punishedAs reports whether state s is the punishment expected: banned,
+// or with !banned at least graylisted.
+func punishedAs(s reputation.State, banned bool) bool {
+	return s == reputation.Banned || (!banned && s == reputation.Graylisted)
+}
+
+// expectPunishedAs is expectPunishedBy for attacker m, one of several the
+// net may face at once.
+func (hn *honestNet) expectPunishedAs(t *testing.T, m *attacker, reason string, banned bool, n int) {
+	t.Helper()
 	for i, nd := range hn.nodes[:n] {
 		deadline := time.Now().Add(30 * time.Second)
-		for !want(nd.Reputation().State(m.id())) {
+		for !punishedAs(nd.Reputation().State(m.id()), banned) {
 			if time.Now().After(deadline) {
 				rec, _ := nd.Reputation().Record(m.id())
 				t.Fatalf("%s: node %d did not punish the attacker: %+v; rejected %v", reason, i, rec, nd.Gossip().Stats().Rejected)
