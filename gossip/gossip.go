@@ -564,6 +564,10 @@ func (g *Gossip) validate(ctx context.Context, from peer.ID, msg *pubsub.Message
 // chunks whether the origin has been graylisted meanwhile. It returns the
 // validation result and false when the message is to go no further.
 func (g *Gossip) verifyIn(ctx context.Context, from, signer peer.ID, newcomer bool, changes []replica.Change) (pubsub.ValidationResult, bool) {
+	var pace *rate.Limiter
+	if newcomer {
+		pace = g.origins.verifier(signer)
+	}
 	for chunk := range slices.Chunk(changes, verifyChunk) {
 		if g.cfg.AppScore != nil && g.cfg.AppScore(signer) < g.cfg.GraylistScore {
 			// Graylisted or banned while its message waited (its own
@@ -581,7 +585,7 @@ func (g *Gossip) verifyIn(ctx context.Context, from, signer peer.ID, newcomer bo
 			continue
 		}
 		for _, c := range chunk {
-			if g.origins.waitVerify(ctx, signer, 1) != nil {
+			if pace.Wait(ctx) != nil {
 				return pubsub.ValidationIgnore, false // closing
 			}
 			if err := g.r.VerifyChange(c); err != nil {

@@ -153,13 +153,12 @@ func (o *originRates) allow(origin peer.ID, n int) bool {
 	return o.entryLocked(origin, now).publish.AllowN(now, min(n, o.burst))
 }
 
-// waitVerify waits until n changes of origin, a newcomer, may be verified
-// (n ≤ NewcomerBurst), or ctx ends.
-func (o *originRates) waitVerify(ctx context.Context, origin peer.ID, n int) error {
+// verifier is origin's verification bucket, for a newcomer: wait on it
+// for each change.
+func (o *originRates) verifier(origin peer.ID) *rate.Limiter {
 	o.mu.Lock()
-	l := o.entryLocked(origin, o.now()).verify
-	o.mu.Unlock()
-	return l.WaitN(ctx, n)
+	defer o.mu.Unlock()
+	return o.entryLocked(origin, o.now()).verify
 }
 
 // entryLocked returns origin's buckets, made full if it has none; when the
