@@ -487,6 +487,12 @@ func (g *Gossip) validate(ctx context.Context, from peer.ID, msg *pubsub.Message
 	}
 	data := msg.GetData()
 	g.st.pubsubBytesReceived.Add(uint64(len(data)))
+	if g.origins.spent(signer) {
+		// Its next message is over the rate whatever it holds: not worth
+		// decoding (the signer is pubsub's checked signature).
+		g.reject(signer, ReasonRate)
+		return pubsub.ValidationIgnore
+	}
 	m, err := DecodeMessage(data, g.cfg.MaxMessageSize)
 	if err != nil {
 		return g.reject(from, reasonOf(err))

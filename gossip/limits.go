@@ -153,6 +153,15 @@ func (o *originRates) allow(origin peer.ID, n int) bool {
 	return o.entryLocked(origin, now).publish.AllowN(now, min(n, o.burst))
 }
 
+// spent reports whether origin has used its whole rate: its bucket holds
+// less than one change. An origin not tracked has not.
+func (o *originRates) spent(origin peer.ID) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	e := o.rates[origin]
+	return e != nil && e.publish.TokensAt(o.now()) < 1
+}
+
 // verifier is origin's verification bucket, for a newcomer: wait on it
 // for each change.
 func (o *originRates) verifier(origin peer.ID) *rate.Limiter {

@@ -2,11 +2,16 @@ package gossip
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
 )
+
+// errGraylistedPeer drops an RPC from a graylisted peer.
+var errGraylistedPeer = errors.New("gossip: graylisted peer")
 
 // rpcOverhead is the room pubsub needs around our payload: the signed
 // envelope (author, sequence number, topic, signature, key) and RPC framing.
@@ -23,7 +28,12 @@ const rpcOverhead = 64 << 10
 //     so oversized payloads reach our validator to be counted and rejected;
 //   - cfg.SeenMessagesTTL when set;
 //   - peer scoring when cfg.AppScore is set (see score.go for the
-//     calibration).
+//     calibration), and then every RPC from a peer whose AppScore is under
+//     cfg.GraylistScore dropped on arrival, before its messages' signatures
+//     are checked: gossipsub graylists only peers it scores, and it scores
+//     only peers it has a stream to, so a peer that never answers the
+//     pubsub protocol but pushes messages at us would otherwise have every
+//     one of them checked until it is banned.
 //
 // extra options are applied after these (peer scoring, tracers, …). The
 // PubSub lives until ctx is cancelled.
@@ -47,6 +57,14 @@ func NewPubSub(ctx context.Context, h host.Host, cfg Config, extra ...pubsub.Opt
 		return nil, err
 	}
 	opts = append(opts, scoring...)
+	if cfg.AppScore != nil {
+		opts = append(opts, pubsub.WithAppSpecificRpcInspector(func(p peer.ID, _ *pubsub.RPC) error {
+			if cfg.AppScore(p) < cfg.GraylistScore {
+				return errGraylistedPeer
+			}
+			return nil
+		}))
+	}
 	ps, err := pubsub.NewGossipSub(ctx, h, append(opts, extra...)...)
 	if err != nil {
 		return nil, fmt.Errorf("gossip: new gossipsub: %w", err)

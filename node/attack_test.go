@@ -150,12 +150,10 @@ func (m *attacker) requestAll(p peer.ID) (network.Stream, error) {
 // honestNet is three honest nodes, all connected, with the attacker
 // connected to the first two.
 type honestNet struct {
-	nodes   []*node.Node
-	m       *attacker
-	start   time.Time     // when the attacker joined
-	ready   chan struct{} // benchmarks: the attack is about to start
-	t       testing.TB
-	flooder *attacker // benchmarks: the flood's own attacker, if any
+	nodes []*node.Node
+	m     *attacker
+	start time.Time // when the attacker joined
+	t     testing.TB
 }
 
 func newHonestNet(t testing.TB, mod func(*node.Config)) *honestNet {
@@ -499,13 +497,17 @@ func TestAttack_TricklingResponder(t *testing.T) {
 // peakRSS is this process's peak resident set, from /proc.
 func peakRSS() string { return fmt.Sprintf("%d kB", peakRSSKB()) }
 
-func peakRSSKB() int {
+func peakRSSKB() int { return procStatusKB("VmHWM:") }
+
+// procStatusKB is the field of /proc/self/status (a size in kB) named by
+// its label; 0 if there is none.
+func procStatusKB(label string) int {
 	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+		if v, ok := strings.CutPrefix(line, label); ok {
 			var kb int
 			fmt.Sscanf(strings.TrimSpace(v), "%d", &kb)
 			return kb

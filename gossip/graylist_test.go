@@ -1,0 +1,116 @@
+package gossip_test
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"testing"
+	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	pb "github.com/libp2p/go-libp2p-pubsub/pb"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-varint"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/univrs/peerstate/gossip"
+)
+
+// pushRaw writes pubsub messages carrying datas on a gossipsub stream of
+// h's own to p, each signed by h as its pubsub would sign it: a peer that
+// pushes messages without running pubsub (gossipsub does not score it).
+func pushRaw(t *testing.T, h host.Host, p peer.ID, datas ...[]byte) {
+	t.Helper()
+	key := h.Peerstore().PrivKey(h.ID())
+	s, err := h.NewStream(context.Background(), p, pubsub.GossipSubID_v12)
+	if err != nil {
+		t.Fatalf("open gossipsub stream: %v", err)
+	}
+	defer s.Close()
+	topic := gossip.DefaultTopic
+	for i, data := range datas {
+		seq := make([]byte, 8)
+		binary.BigEndian.PutUint64(seq, uint64(time.Now().UnixNano())+uint64(i))
+		msg := &pb.Message{From: []byte(h.ID()), Data: data, Seqno: seq, Topic: &topic}
+		unsigned, err := proto.Marshal(msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if msg.Signature, err = key.Sign(append([]byte(pubsub.SignPrefix), unsigned...)); err != nil {
+			t.Fatal(err)
+		}
+		rpc, err := proto.Marshal(&pb.RPC{Publish: []*pb.Message{msg}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Write(append(varint.ToUvarint(uint64(len(rpc))), rpc...)); err != nil {
+			t.Fatalf("write: %v", err)
+		}
+	}
+}
+
+// A peer under the graylist score is not heard from the moment it is
+// there, though it never runs pubsub (gossipsub, which graylists only the
+// peers it scores, would not drop it): its messages are dropped on
+// arrival, before their signatures are checked or our validator sees
+// them. The same messages from it in good standing are heard and rejected.
+func TestScoring_GraylistedPeerDroppedOnArrival(t *testing.T) {
+	scores := &appScores{s: map[peer.ID]float64{}}
+	var rej rejections
+	cfg := quiet()
+	cfg.AppScore, cfg.GraylistScore, cfg.OnReject = scores.score, -9, rej.hook
+	b := newPeers(t, 1, cfg)[0]
+	m := newHost(t, &gater{blocked: map[peer.ID]bool{}}, nil)
+	t.Cleanup(func() { _ = m.Close() })
+	if err := m.Connect(context.Background(), peer.AddrInfo{ID: b.id(), Addrs: b.h.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+	junk := func(tag string) (out [][]byte) {
+		for i := range 20 {
+			out = append(out, fmt.Appendf(nil, "not a message %s %d", tag, i))
+		}
+		return out
+	}
+
+	scores.set(m.ID(), -50)
+	pushRaw(t, m, b.id(), junk("graylisted")...)
+	time.Sleep(300 * time.Millisecond)
+	if n := rej.of(m.ID(), gossip.ReasonMalformed); n != 0 {
+		t.Fatalf("%d messages of a graylisted peer reached the validator", n)
+	}
+
+	scores.set(m.ID(), 0)
+	pushRaw(t, m, b.id(), junk("in good standing")...)
+	waitFor(t, 5*time.Second, "the junk of a peer in good standing rejected", func() bool {
+		return rej.of(m.ID(), gossip.ReasonMalformed) == 20
+	})
+}
+
+// An origin that has spent its rate is rejected for it before its next
+// message is decoded: what that message holds, even junk, costs nothing
+// more and counts as nothing else.
+func TestLimits_SpentOriginNotDecoded(t *testing.T) {
+	var rej rejections
+	cfg := quiet()
+	cfg.OriginRate, cfg.OriginBurst = 1, 5
+	cfg.OnReject = rej.hook
+	b := newPeer(t, cfg, peerOpts{})
+	m := newPeer(t, cfg, peerOpts{noGossip: true})
+	connect(t, m, b)
+	var valid [][]byte
+	for i := range 5 { // the whole burst, a change a message
+		data, err := gossip.EncodeMessage(group(m, signedBy(t, m, m, fmt.Sprintf("/k/%d", i), "v", 1, uint64(i+1)))[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		valid = append(valid, data)
+	}
+	pushRaw(t, m.h, b.id(), valid...)
+	waitFor(t, 5*time.Second, "the burst applied", func() bool { return watermark(t, b, m.id()) == 5 })
+	pushRaw(t, m.h, b.id(), []byte("not a message 1"), []byte("not a message 2"), []byte("not a message 3"))
+	waitFor(t, 5*time.Second, "the junk rejected for the rate", func() bool { return rej.of(m.id(), gossip.ReasonRate) == 3 })
+	if n := rej.of(m.id(), gossip.ReasonMalformed); n != 0 {
+		t.Fatalf("%d messages of an origin over its rate were decoded", n)
+	}
+}
