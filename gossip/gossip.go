@@ -168,6 +168,7 @@ type Gossip struct {
 	serving       chan struct{} // semaphore: catch-up streams served
 	limits        *peerLimits   // per-peer limits on what is served
 	origins       *originRates  // per-origin publish rates
+	shared        *pubsubShared // what the PubSub shares with us, if NewPubSub made it
 	lanes         *originLanes  // per-origin verification, one message at a time
 	pace          *rate.Limiter // our own publishing, at the same rate
 	servingValues chan struct{} // semaphore: value streams served
@@ -225,9 +226,21 @@ func New(ctx context.Context, h host.Host, ps *pubsub.PubSub, r Replica, cfg Con
 		outgoing:      make(chan struct{}, cfg.MaxConcurrentSyncs),
 	}
 	g.st.init()
+	if v, ok := sharedByPubSub.Load(ps); ok {
+		// The PubSub drops what graylisted peers send on arrival, still
+		// counting it against their origin rates: the same buckets as
+		// ours, and our rejections.
+		g.shared = v.(*pubsubShared)
+		g.origins = g.shared.rates
+		reject := func(p peer.ID, reason string) { g.reject(p, reason) }
+		g.shared.reject.Store(&reject)
+	}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	if err := g.start(); err != nil {
 		g.cancel()
+		if g.shared != nil {
+			g.shared.reject.Store(nil)
+		}
 		return nil, err
 	}
 	return g, nil
@@ -304,6 +317,9 @@ func (g *Gossip) Close() error {
 		g.h.RemoveStreamHandler(g.cfg.SyncProtocol)
 		g.h.RemoveStreamHandler(g.cfg.ValueProtocol)
 		g.h.RemoveStreamHandler(g.cfg.RepairProtocol)
+		if g.shared != nil {
+			g.shared.reject.Store(nil)
+		}
 		g.cancel()
 		g.sub.Cancel()
 		evErr := g.evSub.Close()

@@ -54,17 +54,24 @@ func pushRaw(t *testing.T, h host.Host, p peer.ID, datas ...[]byte) {
 // there, though it never runs pubsub (gossipsub, which graylists only the
 // peers it scores, would not drop it): its messages are dropped on
 // arrival, before their signatures are checked or our validator sees
-// them. The same messages from it in good standing are heard and rejected.
+// them, while still counting against its origin rate, so that a
+// graylisted peer that keeps flooding is rejected for the rate (and goes
+// on to be banned). The same messages from a peer in good standing are
+// heard and rejected.
 func TestScoring_GraylistedPeerDroppedOnArrival(t *testing.T) {
 	scores := &appScores{s: map[peer.ID]float64{}}
 	var rej rejections
 	cfg := quiet()
 	cfg.AppScore, cfg.GraylistScore, cfg.OnReject = scores.score, -9, rej.hook
+	cfg.OriginRate, cfg.OriginBurst = 1, 5
 	b := newPeers(t, 1, cfg)[0]
-	m := newHost(t, &gater{blocked: map[peer.ID]bool{}}, nil)
-	t.Cleanup(func() { _ = m.Close() })
-	if err := m.Connect(context.Background(), peer.AddrInfo{ID: b.id(), Addrs: b.h.Addrs()}); err != nil {
-		t.Fatal(err)
+	bare := func() host.Host {
+		m := newHost(t, &gater{blocked: map[peer.ID]bool{}}, nil)
+		t.Cleanup(func() { _ = m.Close() })
+		if err := m.Connect(context.Background(), peer.AddrInfo{ID: b.id(), Addrs: b.h.Addrs()}); err != nil {
+			t.Fatal(err)
+		}
+		return m
 	}
 	junk := func(tag string) (out [][]byte) {
 		for i := range 20 {
@@ -73,17 +80,26 @@ func TestScoring_GraylistedPeerDroppedOnArrival(t *testing.T) {
 		return out
 	}
 
+	m := bare()
 	scores.set(m.ID(), -50)
 	pushRaw(t, m, b.id(), junk("graylisted")...)
-	time.Sleep(300 * time.Millisecond)
+	// Twenty messages against a burst of five (and a change a second).
+	waitFor(t, 5*time.Second, "the graylisted peer's flood rejected for the rate", func() bool { return rej.of(m.ID(), gossip.ReasonRate) >= 14 })
+	time.Sleep(200 * time.Millisecond)
+	if n := rej.of(m.ID(), gossip.ReasonRate); n > 15 {
+		t.Fatalf("%d of the graylisted peer's 20 messages over a burst of 5 counted against its rate", n)
+	}
+	if n := b.g.Stats().Rejected[gossip.ReasonRate]; n != uint64(rej.of(m.ID(), gossip.ReasonRate)) {
+		t.Fatalf("the gossip's stats count %d rate rejections, its hook %d", n, rej.of(m.ID(), gossip.ReasonRate))
+	}
 	if n := rej.of(m.ID(), gossip.ReasonMalformed); n != 0 {
 		t.Fatalf("%d messages of a graylisted peer reached the validator", n)
 	}
 
-	scores.set(m.ID(), 0)
-	pushRaw(t, m, b.id(), junk("in good standing")...)
+	good := bare()
+	pushRaw(t, good, b.id(), junk("in good standing")[:3]...)
 	waitFor(t, 5*time.Second, "the junk of a peer in good standing rejected", func() bool {
-		return rej.of(m.ID(), gossip.ReasonMalformed) == 20
+		return rej.of(good.ID(), gossip.ReasonMalformed) == 3
 	})
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -33,7 +35,9 @@ const rpcOverhead = 64 << 10
 //     are checked: gossipsub graylists only peers it scores, and it scores
 //     only peers it has a stream to, so a peer that never answers the
 //     pubsub protocol but pushes messages at us would otherwise have every
-//     one of them checked until it is banned.
+//     one of them checked. What it publishes still counts against its
+//     origin rate (see pubsubShared.inspect), with the Gossip run on the
+//     PubSub, which takes cfg's rate limits from here.
 //
 // extra options are applied after these (peer scoring, tracers, …). The
 // PubSub lives until ctx is cancelled.
@@ -57,17 +61,52 @@ func NewPubSub(ctx context.Context, h host.Host, cfg Config, extra ...pubsub.Opt
 		return nil, err
 	}
 	opts = append(opts, scoring...)
+	var shared *pubsubShared
 	if cfg.AppScore != nil {
-		opts = append(opts, pubsub.WithAppSpecificRpcInspector(func(p peer.ID, _ *pubsub.RPC) error {
-			if cfg.AppScore(p) < cfg.GraylistScore {
-				return errGraylistedPeer
-			}
-			return nil
-		}))
+		shared = &pubsubShared{rates: newOriginRates(cfg), onReject: cfg.OnReject}
+		opts = append(opts, pubsub.WithAppSpecificRpcInspector(shared.inspect(cfg)))
 	}
 	ps, err := pubsub.NewGossipSub(ctx, h, append(opts, extra...)...)
 	if err != nil {
 		return nil, fmt.Errorf("gossip: new gossipsub: %w", err)
 	}
+	if shared != nil {
+		sharedByPubSub.Store(ps, shared)
+		context.AfterFunc(ctx, func() { sharedByPubSub.Delete(ps) })
+	}
 	return ps, nil
+}
+
+// pubsubShared is what a PubSub made by NewPubSub shares with the Gossip
+// running on it: the per-origin rates, so that what a graylisted peer
+// publishes counts against the same bucket as what it published before,
+// and where rejections are reported (the Gossip's, once it runs).
+type pubsubShared struct {
+	rates    *originRates
+	onReject func(peer.ID, string)                 // before a Gossip runs: the Config's
+	reject   atomic.Pointer[func(peer.ID, string)] // the Gossip's
+}
+
+// sharedByPubSub holds each live PubSub's pubsubShared.
+var sharedByPubSub sync.Map // *pubsub.PubSub → *pubsubShared
+
+// inspect drops every RPC from a peer under cfg.GraylistScore. Its
+// messages still take one change each from its origin-rate bucket — no
+// more than they hold, so an honest peer, which publishes under its rate,
+// is never charged for them — and past the rate it is rejected for it: a
+// graylisted peer that keeps flooding goes on to be banned.
+func (sh *pubsubShared) inspect(cfg Config) func(peer.ID, *pubsub.RPC) error {
+	return func(p peer.ID, rpc *pubsub.RPC) error {
+		if cfg.AppScore(p) >= cfg.GraylistScore {
+			return nil
+		}
+		if n := len(rpc.GetPublish()); n > 0 && !sh.rates.allow(p, n) {
+			if fn := sh.reject.Load(); fn != nil {
+				(*fn)(p, ReasonRate)
+			} else if sh.onReject != nil {
+				sh.onReject(p, ReasonRate)
+			}
+		}
+		return errGraylistedPeer
+	}
 }
