@@ -112,7 +112,10 @@ func TestLimits_SpentOriginNotDecoded(t *testing.T) {
 	cfg.OriginRate, cfg.OriginBurst = 1, 5
 	cfg.OnReject = rej.hook
 	b := newPeer(t, cfg, peerOpts{})
-	m := newPeer(t, cfg, peerOpts{noGossip: true})
+	// A bare host, without a pubsub whose own stream to b would replace
+	// the one pushRaw opens.
+	m := &testPeer{t: t, h: newHost(t, &gater{blocked: map[peer.ID]bool{}}, nil)}
+	t.Cleanup(func() { _ = m.h.Close() })
 	connect(t, m, b)
 	var valid [][]byte
 	for i := range 5 { // the whole burst, a change a message
