@@ -97,7 +97,10 @@ type Config struct {
 	// OriginRate (changes per second) and OriginBurst bound what one
 	// origin may publish: beyond them its messages are dropped unforwarded
 	// (catch-up still serves its real state) and reported with ReasonRate.
-	// The defaults are far above an honest writer's bursts.
+	// The defaults are far above an honest writer's bursts. A Gossip run on
+	// a PubSub made by NewPubSub with an AppScore shares that PubSub's
+	// buckets, and so the rates of the Config given to NewPubSub: what a
+	// graylisted peer publishes, dropped on arrival, still counts there.
 	OriginRate  float64
 	OriginBurst int
 	// NewcomerRate (changes per second) and NewcomerBurst bound how fast

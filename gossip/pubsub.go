@@ -90,11 +90,13 @@ type pubsubShared struct {
 // sharedByPubSub holds each live PubSub's pubsubShared.
 var sharedByPubSub sync.Map // *pubsub.PubSub → *pubsubShared
 
-// inspect drops every RPC from a peer under cfg.GraylistScore. Its
-// messages still take one change each from its origin-rate bucket — no
-// more than they hold, so an honest peer, which publishes under its rate,
-// is never charged for them — and past the rate it is rejected for it: a
-// graylisted peer that keeps flooding goes on to be banned.
+// inspect drops every RPC from a peer under cfg.GraylistScore. The
+// messages it sends still take one change each from its origin-rate
+// bucket — no more than a message holds, so an honest peer, which
+// publishes under its rate, is not charged for its own — and past the rate
+// it is rejected for it: a graylisted peer that keeps flooding goes on to
+// be banned. (Messages it relays count too; a graylisted peer is pruned
+// from our mesh, so it relays little to us.)
 func (sh *pubsubShared) inspect(cfg Config) func(peer.ID, *pubsub.RPC) error {
 	return func(p peer.ID, rpc *pubsub.RPC) error {
 		if cfg.AppScore(p) >= cfg.GraylistScore {
