@@ -219,7 +219,6 @@ func New(ctx context.Context, h host.Host, ps *pubsub.PubSub, r Replica, cfg Con
 		inbox:         make(chan inbound, inboxSize),
 		serving:       make(chan struct{}, cfg.MaxConcurrentSyncs),
 		limits:        newPeerLimits(cfg),
-		origins:       newOriginRates(cfg),
 		lanes:         newOriginLanes(),
 		pace:          rate.NewLimiter(rate.Limit(cfg.OriginRate*paceShare), max(int(float64(cfg.OriginBurst)*paceShare), 1)),
 		servingValues: make(chan struct{}, cfg.MaxConcurrentSyncs),
@@ -234,6 +233,8 @@ func New(ctx context.Context, h host.Host, ps *pubsub.PubSub, r Replica, cfg Con
 		g.origins = g.shared.rates
 		reject := func(p peer.ID, reason string) { g.reject(p, reason) }
 		g.shared.reject.Store(&reject)
+	} else {
+		g.origins = newOriginRates(cfg)
 	}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	if err := g.start(); err != nil {

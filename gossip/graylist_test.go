@@ -2,19 +2,16 @@ package gossip_test
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"testing"
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
-	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/multiformats/go-varint"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/univrs/peerstate/gossip"
+	"github.com/univrs/peerstate/internal/rawpubsub"
 )
 
 // pushRaw writes pubsub messages carrying datas on a gossipsub stream of
@@ -28,23 +25,13 @@ func pushRaw(t *testing.T, h host.Host, p peer.ID, datas ...[]byte) {
 		t.Fatalf("open gossipsub stream: %v", err)
 	}
 	defer s.Close()
-	topic := gossip.DefaultTopic
+	first := uint64(time.Now().UnixNano())
 	for i, data := range datas {
-		seq := make([]byte, 8)
-		binary.BigEndian.PutUint64(seq, uint64(time.Now().UnixNano())+uint64(i))
-		msg := &pb.Message{From: []byte(h.ID()), Data: data, Seqno: seq, Topic: &topic}
-		unsigned, err := proto.Marshal(msg)
+		frame, err := rawpubsub.Frame(key, gossip.DefaultTopic, data, first+uint64(i))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if msg.Signature, err = key.Sign(append([]byte(pubsub.SignPrefix), unsigned...)); err != nil {
-			t.Fatal(err)
-		}
-		rpc, err := proto.Marshal(&pb.RPC{Publish: []*pb.Message{msg}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := s.Write(append(varint.ToUvarint(uint64(len(rpc))), rpc...)); err != nil {
+		if _, err := s.Write(frame); err != nil {
 			t.Fatalf("write: %v", err)
 		}
 	}

@@ -481,17 +481,21 @@ func TestAttack_TricklingResponder(t *testing.T) {
 		c.Gossip.SessionTimeout = 300 * time.Millisecond
 		c.Gossip.SyncInterval = 200 * time.Millisecond
 	})
-	hn.m.h.SetStreamHandler(gossip.DefaultSyncProtocol, func(s network.Stream) {
-		defer s.Reset()
-		for range 100 {
-			if _, err := s.Write([]byte{0x7f}); err != nil {
-				return
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	})
+	hn.m.h.SetStreamHandler(gossip.DefaultSyncProtocol, trickle)
 	hn.expectPunished(t, gossip.ReasonSessionTimeout, true)
 	hn.writeHonest(t, "after", 3)
+}
+
+// trickle answers a catch-up request a byte every 50 ms: a responder
+// holding the session open without ever finishing a frame.
+func trickle(s network.Stream) {
+	defer s.Reset()
+	for range 100 {
+		if _, err := s.Write([]byte{0x7f}); err != nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // peakRSS is this process's peak resident set, from /proc.

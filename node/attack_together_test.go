@@ -194,24 +194,16 @@ func newTogether(t testing.TB, hn *honestNet, sz togetherSizes) []*togetherAttac
 
 	attacks := []*togetherAttack{forged, replay, malformed, policy, flood, held, whole}
 	if sz.trickler {
-		trickle := &togetherAttack{name: "trickling-responder", m: newBareAttacker(t), reason: gossip.ReasonSessionTimeout, banned: true, targets: 2}
-		trickle.m.h.SetStreamHandler(gossip.DefaultSyncProtocol, func(s network.Stream) {
-			defer s.Reset()
-			for range 100 {
-				if _, err := s.Write([]byte{0x7f}); err != nil {
-					return
-				}
-				time.Sleep(50 * time.Millisecond)
-			}
-		})
-		trickle.run = func(ctx context.Context) {
+		trickler := &togetherAttack{name: "trickling-responder", m: newBareAttacker(t), reason: gossip.ReasonSessionTimeout, banned: true, targets: 2}
+		trickler.m.h.SetStreamHandler(gossip.DefaultSyncProtocol, trickle)
+		trickler.run = func(ctx context.Context) {
 			for _, nd := range hn.nodes[:2] {
-				if err := trickle.m.h.Connect(ctx, peer.AddrInfo{ID: nd.ID(), Addrs: nd.Host().Addrs()}); err != nil && ctx.Err() == nil {
+				if err := trickler.m.h.Connect(ctx, peer.AddrInfo{ID: nd.ID(), Addrs: nd.Host().Addrs()}); err != nil && ctx.Err() == nil {
 					t.Errorf("trickler connect: %v", err)
 				}
 			}
 		}
-		attacks = append(attacks, trickle)
+		attacks = append(attacks, trickler)
 	}
 	return attacks
 }

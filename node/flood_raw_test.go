@@ -2,18 +2,15 @@ package node_test
 
 import (
 	"context"
-	"encoding/binary"
 	"testing"
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
-	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/multiformats/go-varint"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/univrs/peerstate/gossip"
+	"github.com/univrs/peerstate/internal/rawpubsub"
 	"github.com/univrs/peerstate/node"
 )
 
@@ -39,26 +36,13 @@ func newBareAttacker(t testing.TB, targets ...*node.Node) *attacker {
 // runs elsewhere).
 func (m *attacker) presign(datas [][]byte, n int) [][]byte {
 	m.t.Helper()
-	from := []byte(m.id())
-	topic := gossip.DefaultTopic
 	first := uint64(time.Now().UnixNano())
 	frames := make([][]byte, n)
 	for i := range frames {
-		seq := make([]byte, 8)
-		binary.BigEndian.PutUint64(seq, first+uint64(i))
-		msg := &pb.Message{From: from, Data: datas[i%len(datas)], Seqno: seq, Topic: &topic}
-		unsigned, err := proto.Marshal(msg)
-		if err != nil {
+		var err error
+		if frames[i], err = rawpubsub.Frame(m.key, gossip.DefaultTopic, datas[i%len(datas)], first+uint64(i)); err != nil {
 			m.t.Fatal(err)
 		}
-		if msg.Signature, err = m.key.Sign(append([]byte(pubsub.SignPrefix), unsigned...)); err != nil {
-			m.t.Fatal(err)
-		}
-		rpc, err := proto.Marshal(&pb.RPC{Publish: []*pb.Message{msg}})
-		if err != nil {
-			m.t.Fatal(err)
-		}
-		frames[i] = append(varint.ToUvarint(uint64(len(rpc))), rpc...)
 	}
 	return frames
 }
