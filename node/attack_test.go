@@ -91,12 +91,18 @@ func (m *attacker) id() peer.ID { return m.h.ID() }
 // it, so that what it publishes reaches n.
 func (m *attacker) dial(n *node.Node) {
 	m.t.Helper()
-	if err := m.h.Connect(context.Background(), peer.AddrInfo{ID: n.ID(), Addrs: n.Host().Addrs()}); err != nil {
+	m.dialInfo(nodeInfo(n))
+}
+
+// dialInfo is dial to a node known by its identity and addresses.
+func (m *attacker) dialInfo(n peer.AddrInfo) {
+	m.t.Helper()
+	if err := m.h.Connect(context.Background(), n); err != nil {
 		m.t.Fatalf("attacker connect: %v", err)
 	}
 	waitFor(m.t, func() bool {
 		for _, p := range m.topic.ListPeers() {
-			if p == n.ID() {
+			if p == n.ID {
 				return true
 			}
 		}
@@ -154,6 +160,20 @@ type honestNet struct {
 	m     *attacker
 	start time.Time // when the attacker joined
 	t     testing.TB
+}
+
+// nodeInfo is n's identity and addresses.
+func nodeInfo(n *node.Node) peer.AddrInfo { return peer.AddrInfo{ID: n.ID(), Addrs: n.Host().Addrs()} }
+
+func (hn *honestNet) info(i int) peer.AddrInfo { return nodeInfo(hn.nodes[i]) }
+
+func (hn *honestNet) state(i int, p peer.ID) reputation.State {
+	return hn.nodes[i].Reputation().State(p)
+}
+
+func (hn *honestNet) holds(ctx context.Context, i int, key, val string) bool {
+	e, err := hn.nodes[i].Store().Get(ctx, key)
+	return err == nil && string(e.Value) == val
 }
 
 func newHonestNet(t testing.TB, mod func(*node.Config)) *honestNet {
@@ -505,8 +525,12 @@ func peakRSSKB() int { return procStatusKB("VmHWM:") }
 
 // procStatusKB is the field of /proc/self/status (a size in kB) named by
 // its label; 0 if there is none.
-func procStatusKB(label string) int {
-	b, err := os.ReadFile("/proc/self/status")
+func procStatusKB(label string) int { return statusFileKB("/proc/self/status", label) }
+
+// statusFileKB is the field named by label (a size in kB) of a /proc
+// status file; 0 if there is none.
+func statusFileKB(path, label string) int {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0
 	}

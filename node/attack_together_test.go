@@ -51,21 +51,31 @@ type togetherSizes struct {
 	trickler     bool          // include the trickling catch-up responder (needs a short SessionTimeout)
 }
 
-// newTogether makes the attackers — hn.m forges, the rest are identities
-// of their own — connected to their targets (the trickler connects when it
-// runs: connecting is its attack). Everything costly (the flood's
-// signatures) is done here, before the attack starts.
-func newTogether(t testing.TB, hn *honestNet, sz togetherSizes) []*togetherAttack {
+// honestSide is what the attackers of newTogether know of the three
+// honest nodes and ask of them: nodes in this process (honestNet), or each
+// in a process of its own (peerProcs, for BenchmarkUnderAttack).
+type honestSide interface {
+	info(i int) peer.AddrInfo                               // node i's identity and addresses
+	state(i int, p peer.ID) reputation.State                // what node i holds p as
+	holds(ctx context.Context, i int, key, val string) bool // node i's store holds key = val
+}
+
+// newTogether makes the attackers — forger forges (it is connected to the
+// first two nodes already), the rest are identities of their own —
+// connected to their targets (the trickler connects when it runs:
+// connecting is its attack). Everything costly (the flood's signatures) is
+// done here, before the attack starts.
+func newTogether(t testing.TB, hn honestSide, forger *attacker, sz togetherSizes) []*togetherAttack {
 	t.Helper()
-	n0, n1, victim := hn.nodes[0], hn.nodes[1], hn.nodes[2].ID().String()
-	two := []peer.ID{n0.ID(), n1.ID()}
+	n0, n1, victim := hn.info(0), hn.info(1), hn.info(2).ID.String()
+	two := []peer.ID{n0.ID, n1.ID}
 	pubsubAttacker := func() *attacker {
 		m := newAttacker(t)
-		m.dial(n0)
-		m.dial(n1)
+		m.dialInfo(n0)
+		m.dialInfo(n1)
 		return m
 	}
-	bannedOn0 := func(m *attacker) bool { return n0.Reputation().Banned(m.id()) }
+	bannedOn0 := func(m *attacker) bool { return hn.state(0, m.id()) == reputation.Banned }
 	pause := func(ctx context.Context, d time.Duration) bool {
 		select {
 		case <-ctx.Done():
@@ -75,7 +85,7 @@ func newTogether(t testing.TB, hn *honestNet, sz togetherSizes) []*togetherAttac
 		}
 	}
 
-	forged := &togetherAttack{name: "forged-origin", m: hn.m, reason: gossip.ReasonForgedOrigin, targets: 2}
+	forged := &togetherAttack{name: "forged-origin", m: forger, reason: gossip.ReasonForgedOrigin, targets: 2}
 	forged.run = func(context.Context) {
 		for i := range 5 { // a change of its own, under the victim's name
 			forged.m.publish(victim, forged.m.change(fmt.Sprintf("/forged/%d", i), "x", 1))
@@ -89,7 +99,7 @@ func newTogether(t testing.TB, hn *honestNet, sz togetherSizes) []*togetherAttac
 		m.publish(m.id().String(), old)
 		m.publish(m.id().String(), m.change("/replayed", "v2", 2))
 		for {
-			if e, err := hn.nodes[2].Store().Get(ctx, "/replayed"); err == nil && string(e.Value) == "v2" {
+			if hn.holds(ctx, 2, "/replayed", "v2") {
 				break
 			}
 			if !pause(ctx, 20*time.Millisecond) {
@@ -103,7 +113,7 @@ func newTogether(t testing.TB, hn *honestNet, sz togetherSizes) []*togetherAttac
 			if err != nil {
 				return
 			}
-			if slices.ContainsFunc(hn.nodes, func(nd *node.Node) bool { return nd.ID() == msg.GetFrom() }) {
+			if from := msg.GetFrom(); from == n0.ID || from == n1.ID || from.String() == victim {
 				for range 3 {
 					m.publishRaw(msg.GetData())
 				}
@@ -115,7 +125,7 @@ func newTogether(t testing.TB, hn *honestNet, sz togetherSizes) []*togetherAttac
 	// Signed before the attack, like the flood below: the attacker's own
 	// signing and hashing of 2 MiB (three times over, in a pubsub of its
 	// own) is not the honest nodes' cost.
-	malformed := &togetherAttack{name: "malformed-oversized", m: newBareAttacker(t, n0, n1), reason: gossip.ReasonMalformed, targets: 2}
+	malformed := &togetherAttack{name: "malformed-oversized", m: newBareAttackerTo(t, n0, n1), reason: gossip.ReasonMalformed, targets: 2}
 	var junk [][]byte
 	for i := range 6 {
 		junk = append(junk, fmt.Appendf(nil, "not a message %d", i))
@@ -140,7 +150,7 @@ func newTogether(t testing.TB, hn *honestNet, sz togetherSizes) []*togetherAttac
 	// The flood is signed before it starts and written straight onto
 	// gossipsub streams (see BenchmarkUnderAttack's flood): what the honest
 	// nodes pay is receiving it, not the attacker's signing in this process.
-	flood := &togetherAttack{name: "flood", m: newBareAttacker(t, n0, n1), reason: gossip.ReasonRate, targets: 2}
+	flood := &togetherAttack{name: "flood", m: newBareAttackerTo(t, n0, n1), reason: gossip.ReasonRate, targets: 2}
 	batches := make([][]byte, sz.floodBatches)
 	for i := range batches {
 		batch := make([]gossip.WireChange, 50)
@@ -154,7 +164,7 @@ func newTogether(t testing.TB, hn *honestNet, sz togetherSizes) []*togetherAttac
 	frames := flood.m.presign(batches, sz.floodFrames)
 	flood.run = func(ctx context.Context) { flood.m.floodRaw(ctx, two, frames, sz.floodEvery) }
 
-	held := &togetherAttack{name: "held-streams", m: newBareAttacker(t, n0), reason: gossip.ReasonSessionLimit, banned: true, targets: 1}
+	held := &togetherAttack{name: "held-streams", m: newBareAttackerTo(t, n0), reason: gossip.ReasonSessionLimit, banned: true, targets: 1}
 	held.run = func(ctx context.Context) {
 		var streams []network.Stream
 		defer func() {
@@ -163,7 +173,7 @@ func newTogether(t testing.TB, hn *honestNet, sz togetherSizes) []*togetherAttac
 			}
 		}()
 		for i := 0; i < 20 && !bannedOn0(held.m); i++ {
-			s, err := held.m.h.NewStream(ctx, n0.ID(), gossip.DefaultSyncProtocol)
+			s, err := held.m.h.NewStream(ctx, n0.ID, gossip.DefaultSyncProtocol)
 			if err != nil {
 				return
 			}
@@ -175,12 +185,12 @@ func newTogether(t testing.TB, hn *honestNet, sz togetherSizes) []*togetherAttac
 		}
 	}
 
-	whole := &togetherAttack{name: "whole-state-loop", m: newBareAttacker(t, n0), reason: gossip.ReasonBandwidth, banned: true, targets: 1}
+	whole := &togetherAttack{name: "whole-state-loop", m: newBareAttackerTo(t, n0), reason: gossip.ReasonBandwidth, banned: true, targets: 1}
 	whole.run = func(ctx context.Context) {
 		start := time.Now()
 		defer func() { whole.took = time.Since(start) }()
 		for i := 0; i < 100 && ctx.Err() == nil && !bannedOn0(whole.m); i++ {
-			s, err := whole.m.requestAll(n0.ID())
+			s, err := whole.m.requestAll(n0.ID)
 			if err != nil {
 				return
 			}
@@ -197,8 +207,8 @@ func newTogether(t testing.TB, hn *honestNet, sz togetherSizes) []*togetherAttac
 		trickler := &togetherAttack{name: "trickling-responder", m: newBareAttacker(t), reason: gossip.ReasonSessionTimeout, banned: true, targets: 2}
 		trickler.m.h.SetStreamHandler(gossip.DefaultSyncProtocol, trickle)
 		trickler.run = func(ctx context.Context) {
-			for _, nd := range hn.nodes[:2] {
-				if err := trickler.m.h.Connect(ctx, peer.AddrInfo{ID: nd.ID(), Addrs: nd.Host().Addrs()}); err != nil && ctx.Err() == nil {
+			for _, ai := range []peer.AddrInfo{n0, n1} {
+				if err := trickler.m.h.Connect(ctx, ai); err != nil && ctx.Err() == nil {
 					t.Errorf("trickler connect: %v", err)
 				}
 			}
@@ -217,7 +227,7 @@ type punishments struct {
 
 // watchPunished polls the targets' reputation books until every attacker
 // stands punished or ctx ends; wg owns the poll.
-func watchPunished(ctx context.Context, wg *sync.WaitGroup, hn *honestNet, attacks []*togetherAttack, start time.Time) *punishments {
+func watchPunished(ctx context.Context, wg *sync.WaitGroup, hn honestSide, attacks []*togetherAttack, start time.Time) *punishments {
 	p := &punishments{at: map[*togetherAttack][]time.Duration{}}
 	for _, a := range attacks {
 		p.at[a] = make([]time.Duration, a.targets)
@@ -236,7 +246,7 @@ func watchPunished(ctx context.Context, wg *sync.WaitGroup, hn *honestNet, attac
 			p.mu.Lock()
 			for a, at := range p.at {
 				for i := range at {
-					if at[i] == 0 && punishedAs(hn.nodes[i].Reputation().State(a.m.id()), a.banned) {
+					if at[i] == 0 && punishedAs(hn.state(i, a.m.id()), a.banned) {
 						at[i] = time.Since(start)
 					}
 				}
@@ -344,7 +354,7 @@ func TestAttack_AllTogether(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	attacks := newTogether(t, hn, togetherSizes{floodBatches: 20, floodFrames: 600, floodEvery: 2 * time.Millisecond, trickler: true})
+	attacks := newTogether(t, hn, hn.m, togetherSizes{floodBatches: 20, floodFrames: 600, floodEvery: 2 * time.Millisecond, trickler: true})
 	hn.writeHonest(t, "before", 5)
 
 	actx, cancel := context.WithCancel(ctx)

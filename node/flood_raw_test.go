@@ -18,10 +18,21 @@ import (
 // gossipsub by hand (floodRaw), and no pubsub of its replaces its streams.
 func newBareAttacker(t testing.TB, targets ...*node.Node) *attacker {
 	t.Helper()
+	infos := make([]peer.AddrInfo, len(targets))
+	for i, n := range targets {
+		infos[i] = nodeInfo(n)
+	}
+	return newBareAttackerTo(t, infos...)
+}
+
+// newBareAttackerTo is newBareAttacker connected to nodes known by their
+// identities and addresses.
+func newBareAttackerTo(t testing.TB, targets ...peer.AddrInfo) *attacker {
+	t.Helper()
 	key, h := newAttackerHost(t)
 	t.Cleanup(func() { _ = h.Close() })
 	for _, n := range targets {
-		if err := h.Connect(context.Background(), peer.AddrInfo{ID: n.ID(), Addrs: n.Host().Addrs()}); err != nil {
+		if err := h.Connect(context.Background(), n); err != nil {
 			t.Fatalf("attacker connect: %v", err)
 		}
 	}

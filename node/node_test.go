@@ -16,6 +16,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if mode := os.Getenv(peerProcEnv); mode != "" {
+		os.Exit(runPeerProcess(mode)) // an honest peer of BenchmarkUnderAttack, or its spawner: not a test run
+	}
 	goleak.VerifyTestMain(m,
 		// go-libp2p's shared resources that outlive a host by design.
 		goleak.IgnoreAnyFunction("github.com/ipfs/go-log/v2/writer.(*MirrorWriter).logRoutine"),
