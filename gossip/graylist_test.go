@@ -120,3 +120,68 @@ func TestLimits_SpentOriginNotDecoded(t *testing.T) {
 		t.Fatalf("%d messages of an origin over its rate were decoded", n)
 	}
 }
+
+// A peer that has spent its origin rate has what it then publishes under
+// its own name dropped on arrival, before pubsub checks the signatures,
+// and counted against its rate: frames whose signatures would not even
+// verify are counted for the rate, not left to pubsub to drop unseen.
+// Relayed messages under its name from another peer are not dropped so.
+func TestLimits_SpentSenderDroppedOnArrival(t *testing.T) {
+	scores := &appScores{s: map[peer.ID]float64{}}
+	var rej rejections
+	cfg := quiet()
+	cfg.AppScore, cfg.GraylistScore, cfg.OnReject = scores.score, -9, rej.hook
+	cfg.OriginRate, cfg.OriginBurst = 0.01, 5 // nothing refills during the test
+	b := newPeers(t, 1, cfg)[0]
+	// A bare host, without a pubsub whose own stream to b would replace
+	// the one opened here.
+	m := &testPeer{t: t, h: newHost(t, &gater{blocked: map[peer.ID]bool{}}, nil)}
+	t.Cleanup(func() { _ = m.h.Close() })
+	connect(t, m, b)
+	key := m.h.Peerstore().PrivKey(m.id())
+	envelope := uint64(time.Now().UnixNano())
+	frames := func(seqs []uint64, corrupt bool) (out [][]byte) {
+		for _, seq := range seqs {
+			data, err := gossip.EncodeMessage(group(m, signedBy(t, m, m, fmt.Sprintf("/k/%d", seq), "v", 1, seq))[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			envelope++
+			f, err := rawpubsub.Frame(key, gossip.DefaultTopic, data, envelope)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if corrupt {
+				f[len(f)-1] ^= 0xff // the envelope's signature is the frame's last field
+			}
+			out = append(out, f)
+		}
+		return out
+	}
+	push := func(fs [][]byte) {
+		s, err := m.h.NewStream(context.Background(), b.id(), pubsub.GossipSubID_v12)
+		if err != nil {
+			t.Fatalf("open gossipsub stream: %v", err)
+		}
+		defer s.Close()
+		for _, f := range fs {
+			if _, err := s.Write(f); err != nil {
+				t.Fatalf("write: %v", err)
+			}
+		}
+	}
+
+	// Bad signatures within the rate are pubsub's to drop, unseen by us.
+	push(frames([]uint64{101, 102, 103}, true))
+	push(frames([]uint64{1, 2, 3, 4, 5}, false)) // the whole burst
+	waitFor(t, 5*time.Second, "the burst applied", func() bool { return watermark(t, b, m.id()) == 5 })
+	if n := rej.of(m.id(), gossip.ReasonRate); n != 0 {
+		t.Fatalf("%d rate rejections within the burst", n)
+	}
+	// Past it, its own frames are counted on arrival, signatures unchecked.
+	push(frames([]uint64{104, 105, 106, 107}, true))
+	waitFor(t, 5*time.Second, "the frames past the rate counted", func() bool { return rej.of(m.id(), gossip.ReasonRate) == 4 })
+	if n := b.g.Stats().Rejected[gossip.ReasonRate]; n != 4 {
+		t.Fatalf("the gossip's stats count %d rate rejections, want 4", n)
+	}
+}

@@ -12,8 +12,12 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
-// errGraylistedPeer drops an RPC from a graylisted peer.
-var errGraylistedPeer = errors.New("gossip: graylisted peer")
+// errGraylistedPeer drops an RPC from a graylisted peer, errOverRate one
+// carrying messages of the sender's own over its origin rate.
+var (
+	errGraylistedPeer = errors.New("gossip: graylisted peer")
+	errOverRate       = errors.New("gossip: sender over its origin rate")
+)
 
 // rpcOverhead is the room pubsub needs around our payload: the signed
 // envelope (author, sequence number, topic, signature, key) and RPC framing.
@@ -36,8 +40,10 @@ const rpcOverhead = 64 << 10
 //     only peers it has a stream to, so a peer that never answers the
 //     pubsub protocol but pushes messages at us would otherwise have every
 //     one of them checked. What it publishes still counts against its
-//     origin rate (see pubsubShared.inspect), with the Gossip run on the
-//     PubSub, which takes cfg's rate limits from here.
+//     origin rate, with the Gossip run on the PubSub, which takes cfg's
+//     rate limits from here; and once a peer has spent that rate, what it
+//     publishes under its own name is dropped on arrival too (see
+//     pubsubShared.inspect).
 //
 // extra options are applied after these (peer scoring, tracers, …). The
 // PubSub lives until ctx is cancelled.
@@ -90,25 +96,57 @@ type pubsubShared struct {
 // sharedByPubSub holds each live PubSub's pubsubShared.
 var sharedByPubSub sync.Map // *pubsub.PubSub → *pubsubShared
 
-// inspect drops every RPC from a peer under cfg.GraylistScore. The
-// messages it sends still take one change each from its origin-rate
-// bucket — no more than a message holds, so an honest peer, which
-// publishes under its rate, is not charged for its own — and past the rate
-// it is rejected for it: a graylisted peer that keeps flooding goes on to
-// be banned. (Messages it relays count too; a graylisted peer is pruned
-// from our mesh, so it relays little to us.)
+// inspect drops, on arrival and before any signature in them is checked:
+//   - every RPC from a peer under cfg.GraylistScore. The messages it sends
+//     still take one change each from its origin-rate bucket — no more
+//     than a message holds, so an honest peer, which publishes under its
+//     rate, is not charged for its own — and past the rate it is rejected
+//     for it: a graylisted peer that keeps flooding goes on to be banned.
+//     (Messages it relays count too; a graylisted peer is pruned from our
+//     mesh, so it relays little to us.)
+//   - an RPC carrying messages a peer publishes under its own name once it
+//     has spent its origin rate, each counted against it (ReasonRate), as
+//     the validator would: a flooder's messages past its rate cost us no
+//     signature check while it goes on to be banned. The claim of
+//     authorship is not checked here, but the sender is (the connection's
+//     peer): a message it sends under its own name is its doing either
+//     way, and an origin's bucket is spent only by messages whose
+//     signatures were checked. Another peer's messages relayed under that
+//     name go the usual way.
 func (sh *pubsubShared) inspect(cfg Config) func(peer.ID, *pubsub.RPC) error {
 	return func(p peer.ID, rpc *pubsub.RPC) error {
-		if cfg.AppScore(p) >= cfg.GraylistScore {
-			return nil
+		msgs := rpc.GetPublish()
+		if cfg.AppScore(p) < cfg.GraylistScore {
+			if len(msgs) > 0 && !sh.rates.allow(p, len(msgs)) {
+				sh.rejectRate(p, 1)
+			}
+			return errGraylistedPeer
 		}
-		if n := len(rpc.GetPublish()); n > 0 && !sh.rates.allow(p, n) {
-			if fn := sh.reject.Load(); fn != nil {
-				(*fn)(p, ReasonRate)
-			} else if sh.onReject != nil {
-				sh.onReject(p, ReasonRate)
+		own := 0
+		for _, m := range msgs {
+			if peer.ID(m.GetFrom()) == p {
+				own++
 			}
 		}
-		return errGraylistedPeer
+		if own == 0 || !sh.rates.spent(p) {
+			return nil
+		}
+		sh.rejectRate(p, own)
+		return errOverRate
+	}
+}
+
+// rejectRate counts n rate rejections against p where the Gossip (or,
+// before one runs, the Config) reports rejections.
+func (sh *pubsubShared) rejectRate(p peer.ID, n int) {
+	fn := sh.onReject
+	if g := sh.reject.Load(); g != nil {
+		fn = *g
+	}
+	if fn == nil {
+		return
+	}
+	for range n {
+		fn(p, ReasonRate)
 	}
 }
