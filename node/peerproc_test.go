@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
@@ -87,11 +88,11 @@ func runSpawner() int {
 // peerRequest is a command to a peer process.
 type peerRequest struct {
 	ID   int    `json:"id"`
-	Op   string `json:"op"`             // connect, bulk, set, has, state, fp, watch, write, close
+	Op   string `json:"op"`             // connect, connected, bulk, set, has, state, fp, watch, write, close
 	Addr string `json:"addr,omitempty"` // connect
 	Key  string `json:"key,omitempty"`  // set, has; watch: the pattern; write: the key prefix
 	Val  string `json:"val,omitempty"`  // set, has
-	Peer string `json:"peer,omitempty"` // state
+	Peer string `json:"peer,omitempty"` // state, connected
 	N    int    `json:"n,omitempty"`    // bulk, watch, write: how many
 	Size int    `json:"size,omitempty"` // bulk: bytes a value
 	Rate int    `json:"rate,omitempty"` // write: a second
@@ -222,6 +223,12 @@ func (p *peerServer) serve(ctx context.Context, req peerRequest) peerReply {
 		}
 		r, _ := p.n.Reputation().Record(id)
 		return peerReply{State: string(r.State), Score: r.Score, Counts: p.rec.of(0, id)}
+	case "connected":
+		id, err := peer.Decode(req.Peer)
+		if err != nil {
+			return fail(err)
+		}
+		return peerReply{OK: p.n.Host().Network().Connectedness(id) == network.Connected}
 	case "fp":
 		fp := p.n.Replica().StateFingerprint()
 		return peerReply{FP: fmt.Sprintf("%x/%d", fp.FP, fp.Count)}
@@ -446,19 +453,19 @@ func newPeerProcs(tb testing.TB) peerProcs {
 	for i, a := range ps {
 		for _, b := range ps[i+1:] {
 			// A dial can cross one the peers make themselves (peer
-			// exchange: the first peer tells the second of the third),
-			// and a crossed handshake fails; the next attempt finds the
-			// connection made.
+			// exchange: the first peer tells the second of the third);
+			// a crossed handshake can fail both, and puts the address in
+			// the dialer's backoff for some seconds. Whichever dial
+			// makes the connection, it is there in the end.
 			req := peerRequest{Op: "connect", Addr: fmt.Sprintf("%s/p2p/%s", b.addrs[0], b.id)}
-			var err error
-			for range 5 {
-				if _, err = a.call(req); err == nil {
-					break
+			_, err := a.call(req)
+			deadline := time.Now().Add(30 * time.Second)
+			for err != nil && !a.must(peerRequest{Op: "connected", Peer: b.id.String()}).OK {
+				if time.Now().After(deadline) {
+					tb.Fatalf("peer %s: connect: %v", shortID(a.id), err)
 				}
-				time.Sleep(50 * time.Millisecond)
-			}
-			if err != nil {
-				tb.Fatalf("peer %s: connect: %v", shortID(a.id), err)
+				time.Sleep(250 * time.Millisecond)
+				_, err = a.call(req)
 			}
 		}
 	}
