@@ -290,13 +290,27 @@ type peerProc struct {
 }
 
 // spawner is this process's spawner of honest peers and the socket they
-// connect to, started once (before niceAttackers) and left to end with
-// the process: its stdin closes then.
+// connect to, started once (before niceAttackers) and stopped by
+// stopSpawner when the tests and benchmarks are done.
 var spawner struct {
 	once sync.Once
 	err  error
+	dir  string
 	ln   *net.UnixListener
-	in   io.Writer
+	in   io.WriteCloser
+	cmd  *exec.Cmd
+}
+
+// stopSpawner ends the spawner, if one was started (closing its stdin
+// stops it and whatever peers it still runs), and removes its socket.
+func stopSpawner() {
+	if spawner.cmd == nil {
+		return
+	}
+	_ = spawner.in.Close()
+	_ = spawner.cmd.Wait()
+	_ = spawner.ln.Close()
+	_ = os.RemoveAll(spawner.dir)
 }
 
 func startSpawner() error {
@@ -306,6 +320,7 @@ func startSpawner() error {
 			spawner.err = err
 			return
 		}
+		spawner.dir = dir
 		sock := filepath.Join(dir, "sock")
 		if spawner.ln, err = net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"}); err != nil {
 			spawner.err = err
@@ -320,7 +335,9 @@ func startSpawner() error {
 			return
 		}
 		spawner.in = in
-		spawner.err = cmd.Start()
+		if spawner.err = cmd.Start(); spawner.err == nil {
+			spawner.cmd = cmd
+		}
 	})
 	return spawner.err
 }
