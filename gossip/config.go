@@ -116,7 +116,7 @@ type Config struct {
 	// second, is about 2% of a core per newcomer (a signature takes
 	// ~80 µs to check), so that many fresh identities flooding at once
 	// cost little more than the honest traffic; an honest newcomer's first
-	// hundred changes, which give it standing, take 0.4 s.
+	// hundred changes, which give it standing, take 0.4 s at that rate.
 	NewcomerRate    float64
 	NewcomerBurst   int
 	NewcomerBacklog int

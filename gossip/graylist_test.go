@@ -19,19 +19,35 @@ import (
 // pushes messages without running pubsub (gossipsub does not score it).
 func pushRaw(t *testing.T, h host.Host, p peer.ID, datas ...[]byte) {
 	t.Helper()
+	pushFrames(t, h, p, signFrames(t, h, datas...)...)
+}
+
+// signFrames is the gossipsub frames publishing datas, signed by h as its
+// pubsub would sign them, each under a sequence number of its own.
+func signFrames(t *testing.T, h host.Host, datas ...[]byte) [][]byte {
+	t.Helper()
 	key := h.Peerstore().PrivKey(h.ID())
+	first := uint64(time.Now().UnixNano())
+	frames := make([][]byte, len(datas))
+	for i, data := range datas {
+		var err error
+		if frames[i], err = rawpubsub.Frame(key, gossip.DefaultTopic, data, first+uint64(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return frames
+}
+
+// pushFrames writes frames on a gossipsub stream of h's own to p.
+func pushFrames(t *testing.T, h host.Host, p peer.ID, frames ...[]byte) {
+	t.Helper()
 	s, err := h.NewStream(context.Background(), p, pubsub.GossipSubID_v12)
 	if err != nil {
 		t.Fatalf("open gossipsub stream: %v", err)
 	}
 	defer s.Close()
-	first := uint64(time.Now().UnixNano())
-	for i, data := range datas {
-		frame, err := rawpubsub.Frame(key, gossip.DefaultTopic, data, first+uint64(i))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := s.Write(frame); err != nil {
+	for _, f := range frames {
+		if _, err := s.Write(f); err != nil {
 			t.Fatalf("write: %v", err)
 		}
 	}
@@ -138,38 +154,25 @@ func TestLimits_SpentSenderDroppedOnArrival(t *testing.T) {
 	m := &testPeer{t: t, h: newHost(t, &gater{blocked: map[peer.ID]bool{}}, nil)}
 	t.Cleanup(func() { _ = m.h.Close() })
 	connect(t, m, b)
-	key := m.h.Peerstore().PrivKey(m.id())
-	envelope := uint64(time.Now().UnixNano())
-	frames := func(seqs []uint64, corrupt bool) (out [][]byte) {
-		for _, seq := range seqs {
-			data, err := gossip.EncodeMessage(group(m, signedBy(t, m, m, fmt.Sprintf("/k/%d", seq), "v", 1, seq))[0])
-			if err != nil {
+	// Signed frames, each carrying a change of m's; corrupt, with a broken
+	// envelope signature (the frame's last field).
+	frames := func(seqs []uint64, corrupt bool) [][]byte {
+		datas := make([][]byte, len(seqs))
+		for i, seq := range seqs {
+			var err error
+			if datas[i], err = gossip.EncodeMessage(group(m, signedBy(t, m, m, fmt.Sprintf("/k/%d", seq), "v", 1, seq))[0]); err != nil {
 				t.Fatal(err)
 			}
-			envelope++
-			f, err := rawpubsub.Frame(key, gossip.DefaultTopic, data, envelope)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if corrupt {
-				f[len(f)-1] ^= 0xff // the envelope's signature is the frame's last field
-			}
-			out = append(out, f)
 		}
-		return out
-	}
-	push := func(fs [][]byte) {
-		s, err := m.h.NewStream(context.Background(), b.id(), pubsub.GossipSubID_v12)
-		if err != nil {
-			t.Fatalf("open gossipsub stream: %v", err)
-		}
-		defer s.Close()
+		fs := signFrames(t, m.h, datas...)
 		for _, f := range fs {
-			if _, err := s.Write(f); err != nil {
-				t.Fatalf("write: %v", err)
+			if corrupt {
+				f[len(f)-1] ^= 0xff
 			}
 		}
+		return fs
 	}
+	push := func(fs [][]byte) { pushFrames(t, m.h, b.id(), fs...) }
 
 	// Bad signatures within the rate are pubsub's to drop, unseen by us.
 	push(frames([]uint64{101, 102, 103}, true))

@@ -50,7 +50,7 @@ func underAttack(b *testing.B, name string) {
 	forger := newAttacker(b)
 	forger.dialInfo(ps.info(0))
 	forger.dialInfo(ps.info(1))
-	ps.writeHonest(b, "before", 5)
+	writeHonest(b, ps, "before", 5)
 	// The flood as it was measured before: 1,000 distinct messages of 50
 	// changes a second for 5 s, a hundred times the origin rate allowed
 	// here. Runs without it sign a token flood they never send.
@@ -102,7 +102,7 @@ func underAttack(b *testing.B, name string) {
 			}
 		}
 	}
-	ps.waitIdentical(b)
+	waitIdentical(b, ps)
 
 	all := latencies(samples, time.Time{})
 	b.ReportMetric(ms(all[len(all)/2]), "p50-ms")

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -171,6 +172,15 @@ func (hn *honestNet) state(i int, p peer.ID) reputation.State {
 	return hn.nodes[i].Reputation().State(p)
 }
 
+func (hn *honestNet) set(ctx context.Context, i int, key, val string) error {
+	_, err := hn.nodes[i].Store().Set(ctx, key, []byte(val))
+	return err
+}
+
+func (hn *honestNet) fingerprint(i int) string {
+	return fmt.Sprint(hn.nodes[i].Replica().StateFingerprint())
+}
+
 func (hn *honestNet) holds(ctx context.Context, i int, key, val string) bool {
 	e, err := hn.nodes[i].Store().Get(ctx, key)
 	return err == nil && string(e.Value) == val
@@ -179,7 +189,7 @@ func (hn *honestNet) holds(ctx context.Context, i int, key, val string) bool {
 func newHonestNet(t testing.TB, mod func(*node.Config)) *honestNet {
 	t.Helper()
 	hn := &honestNet{t: t}
-	for range 3 {
+	for range honestNodes {
 		cfg := testConfig(t, t.TempDir())
 		cfg.Backend = node.BackendMemory
 		cfg.Gossip.Logger = slog.New(slog.DiscardHandler)
@@ -206,39 +216,49 @@ func newHonestNet(t testing.TB, mod func(*node.Config)) *honestNet {
 // node holds them and all three states are identical (fingerprints).
 func (hn *honestNet) writeHonest(t testing.TB, tag string, n int) {
 	t.Helper()
+	writeHonest(t, hn, tag, n)
+}
+
+func (hn *honestNet) waitIdentical(t testing.TB) {
+	t.Helper()
+	waitIdentical(t, hn)
+}
+
+// writeHonest is honestNet.writeHonest on any honestSide.
+func writeHonest(t testing.TB, hs honestSide, tag string, n int) {
+	t.Helper()
 	ctx := context.Background()
 	for i := range n {
-		if _, err := hn.nodes[0].Store().Set(ctx, fmt.Sprintf("/honest/%s/%03d", tag, i), []byte("v")); err != nil {
+		if err := hs.set(ctx, 0, fmt.Sprintf("/honest/%s/%03d", tag, i), "v"); err != nil {
 			t.Fatal(err)
 		}
 	}
+	last := fmt.Sprintf("/honest/%s/%03d", tag, n-1)
 	waitFor(t, func() bool {
-		for _, nd := range hn.nodes[1:] {
-			if _, err := nd.Store().Get(ctx, fmt.Sprintf("/honest/%s/%03d", tag, n-1)); err != nil {
+		for i := 1; i < honestNodes; i++ {
+			if !hs.holds(ctx, i, last, "v") {
 				return false
 			}
 		}
 		return true
 	})
-	hn.waitIdentical(t)
+	waitIdentical(t, hs)
 }
 
-func (hn *honestNet) waitIdentical(t testing.TB) {
+// waitIdentical waits until the honest nodes' state fingerprints agree.
+func waitIdentical(t testing.TB, hs honestSide) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		fp := hn.nodes[0].Replica().StateFingerprint()
-		same := true
-		for _, nd := range hn.nodes[1:] {
-			if nd.Replica().StateFingerprint() != fp {
-				same = false
-			}
+		fps := make([]string, honestNodes)
+		for i := range fps {
+			fps[i] = hs.fingerprint(i)
 		}
-		if same {
+		if !slices.ContainsFunc(fps, func(fp string) bool { return fp != fps[0] }) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("honest nodes' states differ")
+			t.Fatalf("honest nodes' states differ: %v", fps)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

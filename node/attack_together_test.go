@@ -57,8 +57,13 @@ type togetherSizes struct {
 type honestSide interface {
 	info(i int) peer.AddrInfo                               // node i's identity and addresses
 	state(i int, p peer.ID) reputation.State                // what node i holds p as
+	set(ctx context.Context, i int, key, val string) error  // a write on node i
 	holds(ctx context.Context, i int, key, val string) bool // node i's store holds key = val
+	fingerprint(i int) string                               // node i's state fingerprint
 }
+
+// honestNodes is how many nodes an honestSide has.
+const honestNodes = 3
 
 // newTogether makes the attackers — forger forges (it is connected to the
 // first two nodes already), the rest are identities of their own —

@@ -132,6 +132,14 @@ func peerProcConfig(dir string) node.Config {
 
 // runPeerProc is an honest peer process's main; it returns the exit status.
 func runPeerProc() int {
+	// The connection is closed last, after the node has stopped and its
+	// directory is gone: the benchmark waits for it to end.
+	conn, err := net.Dial("unix", os.Getenv(peerSockEnv))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer conn.Close()
 	dir, err := os.MkdirTemp("", "peerstate-peer-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -149,12 +157,6 @@ func runPeerProc() int {
 		return 1
 	}
 	defer n.Close()
-	conn, err := net.Dial("unix", os.Getenv(peerSockEnv))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer conn.Close()
 	p := &peerServer{n: n, rec: &rec, out: json.NewEncoder(conn)}
 	var addrs []string
 	for _, a := range n.Host().Addrs() {
@@ -216,7 +218,7 @@ func (p *peerServer) serve(ctx context.Context, req peerRequest) peerReply {
 	case "has":
 		e, err := st.Get(ctx, req.Key)
 		return peerReply{OK: err == nil && string(e.Value) == req.Val}
-	case "state", "counts":
+	case "state":
 		id, err := peer.Decode(req.Peer)
 		if err != nil {
 			return fail(err)
@@ -276,7 +278,6 @@ func (p *peerServer) serve(ctx context.Context, req peerRequest) peerReply {
 // peerProc is the benchmark's end of one honest peer process.
 type peerProc struct {
 	tb     testing.TB
-	conn   net.Conn
 	pid    int
 	id     peer.ID
 	addrs  []ma.Multiaddr
@@ -356,7 +357,7 @@ func startPeerProc(tb testing.TB) *peerProc {
 	if err != nil {
 		tb.Fatalf("peer process did not start: %v", err)
 	}
-	p := &peerProc{tb: tb, conn: conn, in: json.NewEncoder(conn), events: make(chan peerReply, 1<<14),
+	p := &peerProc{tb: tb, in: json.NewEncoder(conn), events: make(chan peerReply, 1<<14),
 		done: make(chan struct{}), waiting: map[int]chan peerReply{}}
 	out := bufio.NewScanner(conn)
 	out.Buffer(nil, 1<<20)
@@ -374,7 +375,14 @@ func startPeerProc(tb testing.TB) *peerProc {
 	}
 	go p.read(out)
 	tb.Cleanup(func() {
-		_, _ = p.call(peerRequest{Op: "close"})
+		// The peer closes the connection when it has stopped and removed
+		// its directory.
+		if _, err := p.call(peerRequest{Op: "close"}); err == nil {
+			select {
+			case <-p.done:
+			case <-time.After(10 * time.Second):
+			}
+		}
 		_ = conn.Close()
 		<-p.done
 	})
@@ -466,7 +474,10 @@ type peerProcs []*peerProc
 
 func newPeerProcs(tb testing.TB) peerProcs {
 	tb.Helper()
-	ps := peerProcs{startPeerProc(tb), startPeerProc(tb), startPeerProc(tb)}
+	ps := make(peerProcs, honestNodes)
+	for i := range ps {
+		ps[i] = startPeerProc(tb)
+	}
 	for i, a := range ps {
 		for _, b := range ps[i+1:] {
 			// A dial can cross one the peers make themselves (peer
@@ -499,42 +510,16 @@ func (ps peerProcs) state(i int, p peer.ID) reputation.State {
 	return reputation.State(r.State)
 }
 
+func (ps peerProcs) set(_ context.Context, i int, key, val string) error {
+	_, err := ps[i].call(peerRequest{Op: "set", Key: key, Val: val})
+	return err
+}
+
+func (ps peerProcs) fingerprint(i int) string { return ps[i].must(peerRequest{Op: "fp"}).FP }
+
 func (ps peerProcs) holds(_ context.Context, i int, key, val string) bool {
 	r, err := ps[i].call(peerRequest{Op: "has", Key: key, Val: val})
 	return err == nil && r.OK
-}
-
-// writeHonest writes n keys on the first peer and waits until the others
-// hold them and all three states are identical.
-func (ps peerProcs) writeHonest(tb testing.TB, tag string, n int) {
-	tb.Helper()
-	for i := range n {
-		ps[0].must(peerRequest{Op: "set", Key: fmt.Sprintf("/honest/%s/%03d", tag, i), Val: "v"})
-	}
-	last := fmt.Sprintf("/honest/%s/%03d", tag, n-1)
-	waitFor(tb, func() bool {
-		return ps.holds(context.Background(), 1, last, "v") && ps.holds(context.Background(), 2, last, "v")
-	})
-	ps.waitIdentical(tb)
-}
-
-// waitIdentical waits until the three peers' state fingerprints agree.
-func (ps peerProcs) waitIdentical(tb testing.TB) {
-	tb.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		fps := make([]string, len(ps))
-		for i, p := range ps {
-			fps[i] = p.must(peerRequest{Op: "fp"}).FP
-		}
-		if fps[0] == fps[1] && fps[1] == fps[2] {
-			return
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("honest peers' states differ: %v", fps)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // niceAttackers lowers this process's CPU priority to the least (nice 19),
